@@ -1,0 +1,158 @@
+"""Which accelerator a guest gets: KVM only after a probe boot has succeeded under it.
+
+`/dev/kvm` being there proves nothing (on some hosts every guest dies with "KVM internal error"), and
+`-accel kvm:tcg` does not fall back once KVM has accepted the VM. Two probes, cheapest first:
+1. a 512-byte boot sector through SeaBIOS that writes to an isa-debug-exit port: QEMU exits with
+   (0x2a << 1) | 1 = 85 only if the guest ran. This catches hosts without working KVM at all.
+2. when the caller gives one, a real kernel booted to its readiness marker. Measured on our CI hosts:
+   the boot sector ran fine under KVM, but every Linux guest died with "KVM internal error" on a
+   VEX-encoded (BMI2) instruction in the kernel's decompressor, so stage 1 alone would say yes wrongly.
+The verdict is cached per host fingerprint (kernel, CPU model, QEMU), so this runs once per host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from harness.deadline import Deadline
+from harness.errors import MachineError
+from harness.machine import Machine
+from harness.qemu import QemuInstall
+from harness.spec import MachineSpec
+
+ACCEL_ENV = "BOOTMATRIX_ACCEL"  # force "tcg" or "kvm"
+PROBE_EXIT_CODE = (0x2A << 1) | 1
+PROBE_TIMEOUT = 15.0
+HOST_GUEST_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "riscv64"}.get(platform.machine(), "")
+
+
+@dataclass(frozen=True)
+class AccelVerdict:
+    kvm_usable: bool
+    reason: str
+    probe_seconds: float
+    fingerprint: str
+
+
+def probe_boot_sector() -> bytes:
+    """mov al,0x2a; out 0xf4,al; hlt; jmp $-1 — then padding and the 0x55AA boot signature."""
+    code = bytes([0xB0, 0x2A, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD])
+    return code + b"\0" * (510 - len(code)) + b"\x55\xaa"
+
+
+def host_fingerprint(qemu: QemuInstall) -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "CPU part")):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [platform.release(), cpu, qemu.name, qemu.version("x86_64")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ProbeKernel:
+    """A Linux guest for probe stage 2: boots to `ready` (a regex) on the serial console."""
+
+    kernel: Path
+    initrd: Path | None
+    append: str
+    ready: str
+    identity: str  # what this kernel is (a hash), part of the cache key
+
+
+def run_kvm_probe(qemu: QemuInstall, workdir: Path, kernel: ProbeKernel | None = None) -> AccelVerdict:
+    verdict = _boot_sector_probe(qemu)
+    if not verdict.kvm_usable or kernel is None:
+        return verdict
+    return _kernel_probe(qemu, workdir, kernel, verdict.fingerprint)
+
+
+def _kernel_probe(qemu: QemuInstall, workdir: Path, probe: ProbeKernel, fingerprint: str) -> AccelVerdict:
+    spec = MachineSpec(
+        "x86_64", "q35", accel="kvm", memory_mib=256, kernel=probe.kernel, initrd=probe.initrd,
+        append=probe.append,
+    )
+    started = time.monotonic()
+    try:
+        with Machine(spec, qemu, workdir, name="kvm-probe") as machine:
+            machine.console.expect(probe.ready, Deadline.after(PROBE_TIMEOUT * 2), what="probe kernel ready")
+    except MachineError as error:
+        first = str(error).splitlines()[0]
+        said = (workdir / "qemu-output.log").read_text(errors="replace").strip()[:200]
+        return AccelVerdict(False, f"Linux probe failed under KVM: {first} {said}", time.monotonic() - started,
+                            fingerprint)
+    elapsed = time.monotonic() - started
+    return AccelVerdict(True, f"boot sector and Linux probe ran under KVM ({elapsed:.1f} s)", elapsed, fingerprint)
+
+
+def _boot_sector_probe(qemu: QemuInstall) -> AccelVerdict:
+    fingerprint = host_fingerprint(qemu)
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return AccelVerdict(False, "/dev/kvm is missing or not accessible", 0.0, fingerprint)
+    with tempfile.TemporaryDirectory(prefix="bm-kvm-probe-") as tmp:
+        disk = Path(tmp) / "probe.img"
+        disk.write_bytes(probe_boot_sector())
+        argv = [
+            *qemu.command("x86_64"), *qemu.data_args(),
+            "-machine", "pc", "-accel", "kvm", "-m", "32", "-nodefaults", "-display", "none", "-no-reboot",
+            "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01",
+            "-drive", f"file={disk},format=raw,if=ide",
+        ]
+        started = time.monotonic()
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, env=qemu.env())
+        except subprocess.TimeoutExpired as expired:
+            said = (expired.stderr or b"")
+            text = said.decode(errors="replace") if isinstance(said, bytes) else said
+            reason = f"probe guest did not finish in {PROBE_TIMEOUT:.0f} s under KVM: {text.strip()[-300:]}"
+            return AccelVerdict(False, reason, time.monotonic() - started, fingerprint)
+        elapsed = time.monotonic() - started
+    if done.returncode == PROBE_EXIT_CODE:
+        return AccelVerdict(True, f"probe guest ran under KVM in {elapsed:.2f} s", elapsed, fingerprint)
+    said = (done.stderr + done.stdout).strip()[-300:]
+    return AccelVerdict(False, f"probe guest failed under KVM (exit {done.returncode}): {said}", elapsed, fingerprint)
+
+
+def kvm_verdict(qemu: QemuInstall, cache_dir: Path, kernel: ProbeKernel | None = None) -> AccelVerdict:
+    """The cached verdict for this host, probing once (under a lock shared by all workers)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = host_fingerprint(qemu)
+    key = hashlib.sha256(f"{fingerprint}|{kernel.identity if kernel else ''}".encode()).hexdigest()[:16]
+    path = cache_dir / f"kvm-{key}.json"
+    with FileLock(str(path) + ".lock", timeout=300):
+        if path.exists():
+            return AccelVerdict(**json.loads(path.read_text()))
+        verdict = run_kvm_probe(qemu, cache_dir / f"kvm-{key}-probe", kernel)
+        path.write_text(json.dumps(asdict(verdict), indent=2) + "\n")
+        return verdict
+
+
+def choose_accel(
+    guest_arch: str, qemu: QemuInstall, cache_dir: Path, wanted: str = "auto", kernel: ProbeKernel | None = None
+) -> tuple[str, str]:
+    """(accelerator, why) for a guest of `guest_arch` on this host."""
+    forced = os.environ.get(ACCEL_ENV)
+    if forced:
+        return forced, f"forced by {ACCEL_ENV}"
+    if wanted in ("tcg", "kvm"):
+        return wanted, "asked for by the cell"
+    if guest_arch != HOST_GUEST_ARCH:
+        return "tcg", f"{guest_arch} guest on a {platform.machine()} host"
+    if guest_arch != "x86_64":
+        return "tcg", f"no KVM probe for {guest_arch} hosts yet"
+    verdict = kvm_verdict(qemu, cache_dir, kernel)
+    return ("kvm" if verdict.kvm_usable else "tcg"), verdict.reason

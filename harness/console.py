@@ -1,0 +1,230 @@
+"""The serial console: pexpect's fdspawn on the harness's end of the serial socketpair.
+
+Matching runs on a cleaned copy of the stream (ANSI sequences and carriage returns removed), so a
+`ESC[6n` from busybox or `\\r\\n` line ends never break a pattern. Every wait:
+- fails at once on a bad pattern (kernel panic, Oops, BUG:, firmware fatal errors), unless relaxed;
+- fails at once when QEMU exits or QMP reports the guest dead (the `is_dead` callback);
+- fails with ConsoleTimeout only when the deadline passes with the guest alive: a real hang.
+The error names the cause and carries the console tail. The transcript file gets every byte, cleaned,
+each line stamped with seconds since the VM started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import pexpect
+import pexpect.fdpexpect
+
+from harness.deadline import Deadline
+from harness.errors import ConsoleTimeout, GuestError, GuestGone, GuestPanic
+
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][A-Za-z0-9]|[=>78cDEHM])")
+
+DEFAULT_BAD_PATTERNS: dict[str, str] = {
+    "kernel panic": r"Kernel panic - not syncing[^\n]*",
+    "kernel Oops": r"(?:Internal error: )?Oops[^\n]*:[^\n]*",
+    "kernel BUG": r"(?m)^\[?[ \d.\]]*BUG: [^\n]*",
+    "firmware error": r"## Error[^\n]*|Synchronous Exception[^\n]*|ASSERT_EFI_ERROR[^\n]*",
+}
+TAIL_CHARS = 4000
+BUFFER_LIMIT = 256 * 1024
+
+
+def clean(text: str) -> str:
+    return ANSI.sub("", text).replace("\r", "")
+
+
+@dataclass
+class Match:
+    index: int
+    match: re.Match[str]
+    before: str
+
+    @property
+    def text(self) -> str:
+        return self.match.group(0)
+
+
+class Transcript:
+    """A readable log: each line prefixed with seconds since the VM started."""
+
+    def __init__(self, path: Path, t0: float):
+        self._file: TextIO = path.open("a", encoding="utf-8")
+        self._t0 = t0
+        self._at_line_start = True
+
+    def write(self, text: str) -> None:
+        for piece in text.splitlines(keepends=True):
+            if self._at_line_start:
+                self._file.write(f"[{time.monotonic() - self._t0:9.3f}] ")
+            self._file.write(piece)
+            self._at_line_start = piece.endswith("\n")
+        self._file.flush()
+
+    def note(self, text: str) -> None:
+        """A harness remark (what was sent, why a wait ended), marked so it is not mistaken for output."""
+        if not self._at_line_start:
+            self._file.write("\n")
+        self._file.write(f"[{time.monotonic() - self._t0:9.3f}] ### {text}\n")
+        self._at_line_start = True
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Console:
+    def __init__(self, fd: int, transcript: Path, t0: float, is_dead: Callable[[], str | None]):
+        self._spawn = pexpect.fdpexpect.fdspawn(fd, encoding="utf-8", codec_errors="replace")
+        self._transcript = Transcript(transcript, t0)
+        self._is_dead = is_dead
+        self.t0 = t0
+        self.buffer = ""  # cleaned, not yet consumed by a match
+        self.history = ""  # cleaned, last TAIL_CHARS characters, for error messages
+        self.bad_patterns: dict[str, str] = dict(DEFAULT_BAD_PATTERNS)
+        self._eof = False
+
+    # -- reading -------------------------------------------------------------------------------
+    def _feed(self, raw: str) -> None:
+        text = clean(raw)
+        self._transcript.write(text)
+        self.buffer = (self.buffer + text)[-BUFFER_LIMIT:]
+        self.history = (self.history + text)[-TAIL_CHARS:]
+
+    def _read_some(self, timeout: float) -> bool:
+        """Read what is there (up to `timeout`). False at end of file."""
+        if self._eof:
+            return False
+        try:
+            self._feed(self._spawn.read_nonblocking(65536, timeout=timeout))
+        except pexpect.TIMEOUT:
+            pass
+        except pexpect.EOF:
+            self._eof = True
+            return False
+        return True
+
+    def _drain(self) -> None:
+        """After QEMU died: take whatever it wrote before dying, so the reason and tail are complete."""
+        for _ in range(100):
+            if not self._read_some(0.05):
+                return
+
+    def tail(self) -> str:
+        return self.history
+
+    # -- matching ------------------------------------------------------------------------------
+    def _first_bad(self) -> tuple[int, str, str] | None:
+        found = None
+        for label, pattern in self.bad_patterns.items():
+            hit = re.search(pattern, self.buffer)
+            if hit and (found is None or hit.start() < found[0]):
+                found = (hit.start(), label, hit.group(0).strip())
+        return found
+
+    def expect(self, patterns: str | list[str], deadline: Deadline, what: str | None = None) -> Match:
+        """Wait for the first of `patterns` (regexes) in the console stream, within `deadline`."""
+        wanted = [patterns] if isinstance(patterns, str) else patterns
+        compiled = [re.compile(p) for p in wanted]
+        what = what or " | ".join(wanted)
+        while True:
+            best: tuple[int, int, re.Match[str]] | None = None
+            for index, regex in enumerate(compiled):
+                hit = regex.search(self.buffer)
+                if hit and (best is None or hit.start() < best[0]):
+                    best = (hit.start(), index, hit)
+            bad = self._first_bad()
+            if bad is not None and (best is None or bad[0] <= best[0]):
+                self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]}", what)
+            if best is not None:
+                _, index, hit = best
+                before = self.buffer[: hit.start()]
+                self.buffer = self.buffer[hit.end():]
+                return Match(index, hit, before)
+            dead = self._is_dead()
+            if dead is not None:
+                self._drain()
+                bad = self._first_bad()
+                if bad is not None:
+                    self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]} ({dead})", what)
+                self._fail(GuestGone, dead, what)
+            if deadline.expired():
+                self._fail(ConsoleTimeout, f"no match within the {deadline.budget:.1f} s deadline (guest alive)", what)
+            if not self._read_some(min(0.1, max(0.01, deadline.remaining()))):
+                # End of file: QEMU closed the console. Give the exit status a moment to be known.
+                for _ in range(40):
+                    if self._is_dead() is not None:
+                        break
+                    time.sleep(0.025)
+                dead = self._is_dead() or "console closed (end of file)"
+                self._drain()
+                bad = self._first_bad()
+                if bad is not None:
+                    self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]} ({dead})", what)
+                self._fail(GuestGone, dead, what)
+
+    def _fail(self, kind: type[GuestError], reason: str, what: str) -> None:
+        self._transcript.note(f"wait for {what!r} failed: {reason}")
+        raise kind(reason, self.tail(), what)
+
+    @contextlib.contextmanager
+    def allow(self, *labels: str) -> Iterator[None]:
+        """Relax bad patterns by label inside the block (e.g. a test that provokes a panic on purpose)."""
+        saved = dict(self.bad_patterns)
+        for label in labels:
+            self.bad_patterns.pop(label, None)
+        try:
+            yield
+        finally:
+            self.bad_patterns = saved
+
+    # -- writing -------------------------------------------------------------------------------
+    def send(self, text: str) -> None:
+        self._transcript.note(f"send {text!r}")
+        self._spawn.send(text)
+
+    def sendline(self, line: str) -> None:
+        """Lines end with \\r, which a Linux tty, U-Boot and firmware all take as Enter."""
+        self.send(line + "\r")
+
+    # -- shell ---------------------------------------------------------------------------------
+    def wait_shell(self, deadline: Deadline) -> None:
+        """Until a shell answers: probe with a sum it must compute (the echo of the probe cannot match)."""
+        while True:
+            token = secrets.token_hex(3)
+            self.sendline(f"echo {token}$((20+22))")
+            try:
+                self.expect(rf"{token}42", deadline.sooner(2.0), what="a shell to answer")
+                return
+            except ConsoleTimeout:
+                if deadline.expired():
+                    raise
+
+    def run(self, command: str, deadline: Deadline) -> tuple[str, int]:
+        """Run `command` in the guest shell; return (output, exit code).
+
+        Markers are printed by the shell with their halves quoted apart in what we type, so the tty's
+        echo of our own line can never match them.
+        """
+        token = secrets.token_hex(4)
+        start, end = f"BM{token}S", f"BM{token}E"
+        typed_start = f"'BM{token}''S'"
+        typed_end = f"'BM{token}''E'"
+        self.sendline(f"echo {typed_start}; {command}; echo {typed_end} $?")
+        self.expect(rf"{start}\n", deadline, what=f"start of {command!r}")
+        found = self.expect(rf"{end} (\d+)\n", deadline, what=f"end of {command!r}")
+        output = found.before
+        if output.endswith("\n"):
+            output = output[:-1]
+        return output, int(found.match.group(1))
+
+    def close(self) -> None:
+        self._transcript.close()

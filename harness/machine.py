@@ -1,0 +1,245 @@
+"""One VM: the QEMU process, its console and its monitor, and everything it leaves in its work folder.
+
+Lifecycle, after QEMU's own python/qemu/machine: serial and QMP are socketpairs whose far ends QEMU
+inherits; a launch that fails raises LaunchError with the argv, the exit status and QEMU's output;
+`stop()` asks QMP to quit, waits, then kills. No orphan survives us: the child gets a parent-death
+signal (SIGKILL) through prctl, and an atexit reaper kills whatever is still registered.
+
+The work folder keeps, for a person reading a failure: argv.txt (shell-quoted, copy-pasteable),
+console.log (timestamped transcript), qmp-events.jsonl, qemu-output.log, and result.json on stop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from harness.console import Console
+from harness.deadline import Deadline
+from harness.errors import GuestGone, LaunchError, describe_exit
+from harness.qemu import QemuInstall
+from harness.qmp import QmpMonitor
+from harness.spec import HarnessFds, MachineSpec, build_argv
+
+PR_SET_PDEATHSIG = 1
+_live: set[Machine] = set()
+_live_lock = threading.Lock()
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@atexit.register
+def _reap_all() -> None:
+    with _live_lock:
+        machines = list(_live)
+    for machine in machines:
+        machine.kill()
+
+
+def live_machines() -> list[Machine]:
+    with _live_lock:
+        return list(_live)
+
+
+class Machine:
+    def __init__(self, spec: MachineSpec, qemu: QemuInstall, workdir: Path, name: str = "vm"):
+        self.spec = spec
+        self.qemu = qemu
+        self.workdir = workdir
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+        self.argv: list[str] = []
+        self.t0 = 0.0
+        self._console: Console | None = None
+        self._qmp: QmpMonitor | None = None
+        self._sockets: list[socket.socket] = []
+        self.qemu_version = ""
+        self.stopped_by_us = False
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self, qmp_timeout: float = 30.0) -> Machine:
+        console_ours, console_theirs = socket.socketpair()
+        qmp_ours, qmp_theirs = socket.socketpair()
+        self._sockets = [console_ours, qmp_ours]
+        pidfile = self.workdir / "qemu.pid"
+        fds = HarnessFds(console_theirs.fileno(), qmp_theirs.fileno(), pidfile)
+        command = self.qemu.command(self.spec.arch)
+        self.qemu_version = self.qemu.version(self.spec.arch)
+        self.argv = build_argv(self.spec, command, self.qemu.data_args(), fds)
+        (self.workdir / "argv.txt").write_text(shlex.join(self.argv) + "\n")
+        (self.workdir / "qmp-events.jsonl").unlink(missing_ok=True)
+        output = (self.workdir / "qemu-output.log").open("wb")
+        self.t0 = time.monotonic()
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=(console_theirs.fileno(), qmp_theirs.fileno()),
+                env=self.qemu.env(),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe enough
+            )
+        except OSError as error:
+            raise LaunchError(f"could not start QEMU: {error}", self.argv, None, "") from error
+        finally:
+            output.close()
+            console_theirs.close()
+            qmp_theirs.close()
+        with _live_lock:
+            _live.add(self)
+        self._qmp = QmpMonitor(qmp_ours, self.workdir / "qmp-events.jsonl", self.t0, self.name)
+        try:
+            self._qmp.connect(qmp_timeout)
+        except Exception as error:
+            self._wait_process(2.0)
+            self.kill()
+            raise LaunchError(
+                f"QMP handshake failed: {error!r}", self.argv, self.returncode, self.output()
+            ) from error
+        self._console = Console(console_ours.fileno(), self.workdir / "console.log", self.t0, self.death_reason)
+        return self
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            raise RuntimeError("machine not started")
+        return self._console
+
+    @property
+    def qmp(self) -> QmpMonitor:
+        if self._qmp is None:
+            raise RuntimeError("machine not started")
+        return self._qmp
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def output(self) -> str:
+        path = self.workdir / "qemu-output.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def death_reason(self) -> str | None:
+        """Why the guest cannot go on, or None while it can: QEMU exited, or QMP said the guest is dead."""
+        code = self.returncode
+        if code is not None:
+            qemu_said = self.output().strip().splitlines()[-3:]
+            extra = f"; QEMU said: {' | '.join(qemu_said)}" if qemu_said else ""
+            events = self._qmp.fatal_reason if self._qmp and self._qmp.fatal.is_set() else ""
+            via = f"; {events}" if events else ""
+            return f"QEMU {describe_exit(code)}{via}{extra}"
+        if self._qmp is not None and self._qmp.fatal.is_set():
+            return self._qmp.fatal_reason
+        return None
+
+    # -- guest actions -------------------------------------------------------------------------
+    def powerdown(self, deadline: Deadline) -> int:
+        """Ask the guest to power off through QMP, and wait until QEMU has exited. Returns its exit code."""
+        self.qmp.powerdown()
+        event = self.qmp.wait_event("SHUTDOWN", deadline.remaining())
+        if event is None:
+            raise GuestGone(
+                f"guest did not power off within {deadline.budget:.1f} s of system_powerdown",
+                self.console.tail(),
+                "power-off",
+            )
+        return self._wait_process(max(deadline.remaining(), 5.0))
+
+    def _wait_process(self, timeout: float) -> int:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return -1
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            if sig == signal.SIGKILL:
+                self.process.wait()
+        if self.process is not None and self.process.poll() is not None:
+            with _live_lock:
+                _live.discard(self)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Quit through QMP, wait, then kill. Safe to call twice; writes result.json."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.stopped_by_us = True
+            if self._qmp is not None:
+                self._qmp.quit()
+            if self._wait_process(timeout) == -1 and self.process.poll() is None:
+                self.kill()
+        self.kill()
+        if self._qmp is not None:
+            self._qmp.close()
+        if self._console is not None:
+            self._console.close()
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+        self._write_result()
+        return self.process.returncode
+
+    def _write_result(self) -> None:
+        result = {
+            "name": self.name,
+            "spec": self.spec.describe(),
+            "qemu": self.qemu.name,
+            "qemu_version": self.qemu_version,
+            "returncode": self.returncode,
+            "exit": describe_exit(self.returncode),
+            "stopped_by_harness": self.stopped_by_us,
+            "qmp_events": [e.name for e in (self._qmp.events if self._qmp else [])],
+        }
+        (self.workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    def __enter__(self) -> Machine:
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def pid_from_pidfile(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

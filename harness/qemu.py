@@ -1,0 +1,106 @@
+"""Which QEMU to run, and how: the host's from PATH, or one unpacked into a prefix with its own loader.
+
+A prefix install is a Debian QEMU and its whole library closure extracted into a folder (see
+images/recipes/qemu.py). It is started through the dynamic loader it brings, with `--library-path`
+pointing at its own libraries, so a newer QEMU runs on an older host without touching the host's
+libraries; `QEMU_MODULE_DIR` keeps it from loading the host's modules, and `-L` points it at its own
+firmware and ROMs. `--argv0` keeps the process named qemu-system-* in `ps`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ARCHES = ("x86_64", "aarch64", "riscv64")
+
+
+class QemuNotFound(Exception):
+    """No usable QEMU binary for an arch: the plugin turns this into a skip (or an error in strict mode)."""
+
+
+@dataclass(frozen=True)
+class QemuInstall:
+    name: str  # "host", "pinned", ...
+    prefix: Path | None = None  # None: binaries from PATH
+    libc_arch: str = "x86_64-linux-gnu"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def host(cls) -> QemuInstall:
+        return cls("host")
+
+    @classmethod
+    def from_prefix(cls, name: str, prefix: Path) -> QemuInstall:
+        return cls(name, prefix)
+
+    def binary(self, arch: str) -> Path:
+        if self.prefix is None:
+            found = shutil.which(f"qemu-system-{arch}")
+            if not found:
+                raise QemuNotFound(f"qemu-system-{arch} is not on PATH (install QEMU or use the pinned one)")
+            return Path(found)
+        path = self.prefix / "usr/bin" / f"qemu-system-{arch}"
+        if not path.exists():
+            raise QemuNotFound(f"{path} does not exist in the {self.name} QEMU prefix")
+        return path
+
+    def _lib_dirs(self) -> list[Path]:
+        assert self.prefix is not None
+        candidates = [self.prefix / "usr/lib" / self.libc_arch, self.prefix / "lib" / self.libc_arch]
+        return [d for d in candidates if d.is_dir()]
+
+    def command(self, arch: str) -> list[str]:
+        """The argv prefix that starts qemu-system-<arch>, before any QEMU option."""
+        binary = self.binary(arch)
+        if self.prefix is None:
+            return [str(binary)]
+        loaders = sorted(self.prefix.glob(f"usr/lib/{self.libc_arch}/ld-linux*.so.*"))
+        if not loaders:
+            raise QemuNotFound(f"no dynamic loader in {self.prefix}/usr/lib/{self.libc_arch}")
+        library_path = ":".join(str(d) for d in self._lib_dirs())
+        return [str(loaders[0]), "--library-path", library_path, "--argv0", binary.name, str(binary)]
+
+    def data_args(self) -> list[str]:
+        """`-L` options for the install's own firmware and ROM folders."""
+        if self.prefix is None:
+            return []
+        dirs = [self.prefix / "usr/share/qemu", self.prefix / "usr/share/seabios"]
+        args: list[str] = []
+        for directory in dirs:
+            if directory.is_dir():
+                args += ["-L", str(directory)]
+        return args
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.prefix is not None:
+            env["QEMU_MODULE_DIR"] = str(self.prefix / "usr/lib" / self.libc_arch / "qemu")
+        env.update(self.extra_env)
+        return env
+
+    def version(self, arch: str) -> str:
+        return _version(tuple(self.command(arch)), tuple(sorted(self.env().items())))
+
+    def version_tuple(self, arch: str) -> tuple[int, ...]:
+        match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", self.version(arch))
+        if not match:
+            return (0,)
+        return tuple(int(x) for x in match.groups(default="0"))
+
+
+@functools.cache
+def _version(command: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> str:
+    try:
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True, env=dict(env), timeout=30)
+    except OSError as error:
+        raise QemuNotFound(f"{command[-1]} cannot run: {error}") from error
+    match = re.search(r"version (\S+)", out.stdout)
+    if out.returncode != 0 or not match:
+        raise QemuNotFound(f"{command[-1]} --version failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    return match.group(1)

@@ -1,0 +1,1 @@
+"""Debian packages: mirror discovery, private apt, lock file, verified downloads, safe extraction."""

@@ -1,0 +1,153 @@
+"""apt with a private state directory: rootless, and never touching the host's apt or dpkg state.
+
+Everything apt reads or writes (sources, lists, caches, the dpkg status) is redirected into one folder
+of the bootmatrix cache. The dpkg status is empty, so dependency closures are resolved as for an empty
+root: that is what we want for a QEMU extracted into its own prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from images.debian.mirror import Mirror
+
+DEBIAN_ARCHES = ("amd64", "arm64", "riscv64")
+
+
+class AptError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    name: str
+    arch: str
+    version: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.arch}={self.version}"
+
+    @property
+    def deb_name(self) -> str:
+        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
+
+
+def host_debian_arch() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}.get(machine, machine)
+
+
+class PrivateApt:
+    def __init__(self, state_dir: Path, mirror: Mirror, suite: str, arches: tuple[str, ...] = DEBIAN_ARCHES):
+        self.dir = state_dir
+        self.mirror = mirror
+        self.suite = suite
+        self.arches = arches
+        self.native = host_debian_arch()
+        for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
+                    "var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        status = self.dir / "var/lib/dpkg/status"
+        if not status.exists():
+            status.write_text("")
+        (self.dir / "etc/apt/sources.list").write_text(mirror.sources_line(suite, list(arches)))
+        self._lock = FileLock(str(self.dir / "state.lock"), timeout=1800)
+
+    def _options(self) -> list[str]:
+        d = self.dir
+        opts = {
+            "Dir": str(d),
+            "Dir::State::status": str(d / "var/lib/dpkg/status"),
+            "Dir::Etc::SourceList": str(d / "etc/apt/sources.list"),
+            "Dir::Etc::SourceParts": str(d / "etc/apt/sources.list.d"),
+            "Dir::Etc::Parts": str(d / "etc/apt/apt.conf.d"),
+            "Dir::Etc::Preferences": str(d / "etc/apt/preferences"),
+            "Dir::Etc::PreferencesParts": str(d / "etc/apt/preferences.d"),
+            "APT::Architecture": self.native,
+            "Debug::NoLocking": "1",
+            "APT::Get::AllowUnauthenticated": "false",
+            "APT::Install-Recommends": "false",
+        }
+        if os.geteuid() == 0:
+            # As root, apt drops privileges to _apt, which cannot write into our private folders.
+            opts["APT::Sandbox::User"] = "root"
+        args = []
+        for key, value in opts.items():
+            args += ["-o", f"{key}={value}"]
+        args += ["-o", "APT::Architectures::=" + self.native]
+        for arch in self.arches:
+            if arch != self.native:
+                args += ["-o", "APT::Architectures::=" + arch]
+        return args
+
+    def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+        argv = [tool, *self._options(), *args]
+        result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+        if result.returncode != 0:
+            raise AptError(
+                f"{tool} {' '.join(args)} failed ({result.returncode}) against {self.mirror.uri} "
+                f"{self.suite} (mirror from {self.mirror.origin}):\n{result.stderr.strip()[-2000:]}"
+            )
+        return result.stdout
+
+    def has_lists(self) -> bool:
+        return any((self.dir / "var/lib/apt/lists").glob("*_Packages*"))
+
+    def update(self) -> None:
+        with self._lock:
+            self._run("apt-get", "update")
+
+    def ensure_lists(self) -> None:
+        with self._lock:
+            if not self.has_lists():
+                self._run("apt-get", "update")
+
+    def closure(self, packages: list[str]) -> list[PackageRef]:
+        """Every package apt would install into an empty root for `packages` (no recommends)."""
+        out = self._run("apt-get", "install", "--simulate", *packages)
+        refs = []
+        for line in out.splitlines():
+            match = re.match(r"^Inst (\S+) \((\S+) .*\[(\S+)\]\)", line)
+            if match:
+                name, version, arch = match.groups()
+                refs.append(PackageRef(name.split(":")[0], arch, version))
+        if not refs:
+            raise AptError(f"apt resolved nothing for {packages}:\n{out[-2000:]}")
+        return refs
+
+    def depends(self, package: str) -> list[str]:
+        out = self._run("apt-cache", "depends", "--no-recommends", "--no-suggests", package)
+        return [m.group(1) for m in re.finditer(r"^\s+Depends: (\S+)", out, re.MULTILINE)]
+
+    def show(self, refs: list[PackageRef]) -> dict[PackageRef, dict[str, str]]:
+        """The index fields (SHA256, Size, ...) of each package, in one apt-cache call."""
+        out = self._run("apt-cache", "show", *[r.spec for r in refs])
+        found: dict[PackageRef, dict[str, str]] = {}
+        for stanza in out.split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if ":" in line and not line.startswith(" "):
+                    key, value = line.split(":", 1)
+                    fields[key] = value.strip()
+            if "Package" in fields:
+                ref = PackageRef(fields["Package"], fields["Architecture"], fields["Version"])
+                found.setdefault(ref, fields)
+        return found
+
+    def candidate(self, package: str, arch: str) -> PackageRef:
+        out = self._run("apt-cache", "policy", f"{package}:{arch}")
+        match = re.search(r"Candidate: (\S+)", out)
+        if not match or match.group(1) == "(none)":
+            raise AptError(f"{package}:{arch} has no candidate in {self.suite}")
+        return PackageRef(package, arch, match.group(1))
+
+    def download(self, refs: list[PackageRef], dest: Path) -> None:
+        with self._lock:
+            self._run("apt-get", "download", *[r.spec for r in refs], cwd=dest)

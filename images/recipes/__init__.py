@@ -1,0 +1,1 @@
+"""Recipes: each turns locked Debian packages (and guest-side sources) into one store entry."""

@@ -1,0 +1,132 @@
+"""The minimal image of one arch: Debian's kernel plus a busybox initramfs whose init prints a marker.
+
+The initramfs is written by images.cpio (no root, deterministic). Kernel modules named in
+`modules` are taken from the same kernel package with their dependencies, decompressed, and loaded by
+init in dependency order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import shutil
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from images.cpio import CpioArchive
+from images.debian.extract import extract_deb
+from images.debian.fetch import DebianFetcher
+from images.debian.lock import busybox_set, kernel_set
+from images.store import Store
+
+RECIPE_VERSION = 1
+# Modules that give the guest a power button, so QMP system_powerdown works: evdev for busybox acpid,
+# plus the button driver of each platform (riscv virt signals powerdown only through ACPI, which a
+# device-tree boot does not use).
+POWER_BUTTON_MODULES = {"x86_64": ("evdev", "button"), "aarch64": ("evdev", "gpio_keys"), "riscv64": ()}
+POWER_BUTTON_SCRIPT = b"#!/bin/sh\necho 'bootmatrix: power button pressed, powering off'\npoweroff -f\n"
+INIT_SCRIPT = Path(__file__).parent.parent / "guest" / "init.sh"
+# Kernel image path inside the Debian package, by guest arch.
+KERNEL_GLOB = {"x86_64": "boot/vmlinuz-*", "aarch64": "boot/vmlinuz-*", "riscv64": "boot/vmlinux-*"}
+
+
+@dataclass(frozen=True)
+class MinimalImage:
+    arch: str
+    kernel: Path
+    initrd: Path
+    kernel_release: str
+    ready_marker: str = "BOOTMATRIX-READY"
+
+
+def _kernel_files(deb: Path, workdir: Path) -> None:
+    def wanted(path: str) -> bool:
+        return path.startswith(("boot/", "usr/lib/modules/", "lib/modules/"))
+
+    extract_deb(deb, workdir, wanted)
+
+
+def _module_data(path: Path) -> bytes:
+    data = path.read_bytes()
+    return lzma.decompress(data) if path.name.endswith(".xz") else data
+
+
+def _module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, bytes]]:
+    """(file name, uncompressed bytes) of `modules` and what they depend on, dependencies first.
+
+    Debian ships no modules.dep (dpkg's postinst runs depmod), so dependencies are read from each
+    module's own `.modinfo` section: the NUL-separated `depends=a,b` string that depmod reads too.
+    """
+    by_name = {
+        p.name.split(".ko")[0].replace("-", "_"): p for p in modules_dir.rglob("*.ko*") if ".ko" in p.name
+    }
+    ordered: dict[str, bytes] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        key = name.replace("-", "_")
+        if key in ordered:
+            return
+        if key in chain:
+            raise ValueError(f"module dependency cycle: {' -> '.join((*chain, key))}")
+        if key not in by_name:
+            raise ValueError(f"module {name} is not in {modules_dir.name} (built in, or misspelt?)")
+        data = _module_data(by_name[key])
+        found = re.search(rb"\0depends=([^\0]*)\0", data)
+        for dependency in filter(None, (found.group(1).decode().split(",") if found else [])):
+            visit(dependency, (*chain, key))
+        ordered[key] = data
+
+    for module in modules:
+        visit(module, ())
+    return [(f"{key}.ko", data) for key, data in ordered.items()]
+
+
+def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tuple[str, ...] = ()) -> MinimalImage:
+    modules = (*POWER_BUTTON_MODULES[arch], *modules)
+    (kernel_pkg, kernel_deb), = fetcher.fetch_set(kernel_set(arch))
+    (busybox_pkg, busybox_deb), = fetcher.fetch_set(busybox_set(arch))
+    inputs = {
+        "recipe_version": RECIPE_VERSION,
+        "arch": arch,
+        "kernel": kernel_pkg.sha256,
+        "busybox": busybox_pkg.sha256,
+        "init": hashlib.sha256(INIT_SCRIPT.read_bytes()).hexdigest(),
+        "cpio_writer": hashlib.sha256((Path(__file__).parent.parent / "cpio.py").read_bytes()).hexdigest(),
+        "modules": list(modules),
+    }
+
+    def build(content: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="bm-kernel-") as tmp:
+            tree = Path(tmp)
+            _kernel_files(kernel_deb, tree)
+            kernel_path = sorted(tree.glob(KERNEL_GLOB[arch]))[0]
+            release = kernel_path.name.split("-", 1)[1]
+            shutil.copy2(kernel_path, content / "kernel")
+            archive = CpioArchive()
+            for directory in ("bin", "sbin", "dev", "etc", "proc", "sys", "tmp", "run", "root", "lib/modules"):
+                archive.add_dir(directory)
+            archive.add_char_device("dev/console", 5, 1)
+            archive.add_char_device("dev/null", 1, 3, 0o666)
+            bb_tree = tree / "busybox"
+            extract_deb(busybox_deb, bb_tree, lambda p: p == "usr/bin/busybox")
+            archive.add_file_from("bin/busybox", bb_tree / "usr/bin/busybox", 0o755)
+            archive.add_symlink("bin/sh", "busybox")
+            archive.add_file_from("init", INIT_SCRIPT, 0o755)
+            load_list = []
+            for name, data in _module_order(tree / "usr/lib/modules" / release, list(modules)):
+                archive.add_file(f"lib/modules/{name}", data)
+                load_list.append(name)
+            if POWER_BUTTON_MODULES[arch]:
+                archive.add_file("etc/acpi/PWRF/00000080", POWER_BUTTON_SCRIPT, 0o755)
+            archive.add_file("etc/modules-load", "".join(f"{m}\n" for m in load_list).encode())
+            archive.write(content / "initramfs.cpio")
+            (content / "image.json").write_text(
+                json.dumps({"arch": arch, "kernel_release": release, "modules": load_list}, indent=2) + "\n"
+            )
+
+    root = store.get(f"minimal-{arch}", inputs, build)
+    info = json.loads((root / "image.json").read_text())
+    return MinimalImage(arch, root / "kernel", root / "initramfs.cpio", info["kernel_release"])

@@ -1,0 +1,201 @@
+"""Content-addressed artifact store shared by xdist workers and concurrent pytest sessions.
+
+An entry is keyed by the sha256 of its recipe inputs (a JSON document: recipe name, recipe version,
+hashes of everything the recipe reads). Building happens under a per-key file lock (filelock), into a
+temporary folder beside the entries, and ends with an atomic rename, so readers see either nothing or
+a complete entry. Each entry carries a manifest with the sha256 of its content tree; that hash is
+checked when the entry is used (once per process), and an entry that fails it is moved aside and
+rebuilt, never used.
+
+Layout under the root:
+    entries/<key>/manifest.json   name, inputs, content hash, size, created
+    entries/<key>/content/...     the artifact
+    entries/<key>/last-used       touched on every use, for `cache prune`
+    locks/<key>.lock              filelock
+    tmp/                          builds in progress and entries moved aside
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "BOOTMATRIX_CACHE"
+
+
+def default_cache_root() -> Path:
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    return Path(platformdirs.user_cache_dir("bootmatrix"))
+
+
+def inputs_key(inputs: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON form of the inputs."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_sha256(root: Path) -> str:
+    """Hash of a folder: every path, its type, executable bit and content (or link target), sorted."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
+        rel = path.relative_to(root).as_posix()
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            digest.update(f"L {rel} -> {os.readlink(path)}\n".encode())
+        elif stat.S_ISDIR(info.st_mode):
+            digest.update(f"D {rel}\n".encode())
+        elif stat.S_ISREG(info.st_mode):
+            executable = "x" if info.st_mode & 0o111 else "-"
+            digest.update(f"F {rel} {executable} {file_sha256(path)}\n".encode())
+        else:
+            raise ValueError(f"unexpected file type in store entry: {path}")
+    return digest.hexdigest()
+
+
+class CorruptEntry(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    root: Path
+
+    @property
+    def content(self) -> Path:
+        return self.root / "content"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.manifest_path.read_text())
+        return data
+
+    def last_used(self) -> float:
+        marker = self.root / "last-used"
+        return marker.stat().st_mtime if marker.exists() else self.manifest_path.stat().st_mtime
+
+
+Builder = Callable[[Path], None]
+
+
+class Store:
+    """`get(name, inputs, build)` returns the content folder of a verified entry, building it once."""
+
+    def __init__(self, root: Path | None = None, lock_timeout: float = 3600.0):
+        self.root = root or default_cache_root()
+        self.lock_timeout = lock_timeout
+        self._verified: set[str] = set()
+        for sub in ("entries", "locks", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def entry(self, key: str) -> Entry:
+        return Entry(key, self.root / "entries" / key)
+
+    def lock(self, key: str) -> FileLock:
+        return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=self.lock_timeout)
+
+    def get(self, name: str, inputs: Mapping[str, Any], build: Builder) -> Path:
+        key = inputs_key({"name": name, **inputs})
+        entry = self.entry(key)
+        with self.lock(key):
+            if entry.root.exists():
+                try:
+                    self._verify(entry)
+                    self._touch(entry)
+                    return entry.content
+                except (CorruptEntry, OSError, ValueError, KeyError) as error:
+                    log.warning("store entry %s (%s) failed verification, rebuilding: %s", key, name, error)
+                    self._discard(entry)
+            self._build(entry, name, inputs, build)
+            self._verified.add(key)
+            self._touch(entry)
+            return entry.content
+
+    def _verify(self, entry: Entry) -> None:
+        if entry.key in self._verified:
+            return
+        manifest = entry.manifest()
+        actual = tree_sha256(entry.content)
+        if actual != manifest["content_sha256"]:
+            raise CorruptEntry(f"content hash {actual} != manifest {manifest['content_sha256']}")
+        self._verified.add(entry.key)
+
+    def _build(self, entry: Entry, name: str, inputs: Mapping[str, Any], build: Builder) -> None:
+        staging = self.root / "tmp" / f"{entry.key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        content = staging / "content"
+        content.mkdir(parents=True)
+        started = time.monotonic()
+        try:
+            build(content)
+            manifest = {
+                "name": name,
+                "key": entry.key,
+                "inputs": dict(inputs),
+                "content_sha256": tree_sha256(content),
+                "size": sum(p.lstat().st_size for p in content.rglob("*")),
+                "created": time.time(),
+                "build_seconds": round(time.monotonic() - started, 3),
+            }
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            os.rename(staging, entry.root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("built store entry %s (%s) in %.1f s", entry.key[:12], name, time.monotonic() - started)
+
+    def _discard(self, entry: Entry) -> None:
+        aside = self.root / "tmp" / f"{entry.key}.corrupt.{uuid.uuid4().hex[:8]}"
+        os.rename(entry.root, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        self._verified.discard(entry.key)
+
+    @staticmethod
+    def _touch(entry: Entry) -> None:
+        (entry.root / "last-used").touch()
+
+    def entries(self) -> list[Entry]:
+        root = self.root / "entries"
+        return [self.entry(p.name) for p in sorted(root.iterdir()) if (p / "manifest.json").exists()]
+
+    def prune(self, older_than_days: float | None = None) -> list[Entry]:
+        """Remove entries unused for longer than `older_than_days` (all entries when None)."""
+        removed = []
+        cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+        for entry in self.entries():
+            with self.lock(entry.key):
+                if cutoff is None or entry.last_used() < cutoff:
+                    self._discard(entry)
+                    removed.append(entry)
+        stale = time.time() - 3600  # a build still running in tmp/ is younger than this
+        for leftover in (self.root / "tmp").iterdir():
+            if leftover.lstat().st_mtime < stale:
+                shutil.rmtree(leftover, ignore_errors=True)
+        return removed

@@ -1,0 +1,119 @@
+"""Matrix files: TOML in, validated cells out. A bad file fails with the file, the key and what is wrong.
+
+A cell is one boot configuration: arch x firmware x media (x QEMU build). Its id, `x86_64-seabios-direct`,
+is what pytest shows, what `--bootmatrix-cell` selects and what reports are keyed by, so it is derived
+from the cell's values and stable across runs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
+
+Arch = Literal["x86_64", "aarch64", "riscv64"]
+
+# Which firmware a guest arch can boot with, and through which media. Grows with the firmware issue.
+SUPPORTED: dict[str, dict[str, set[str]]] = {
+    "x86_64": {"seabios": {"direct"}},
+    "aarch64": {"virt": {"direct"}},
+    "riscv64": {"opensbi": {"direct"}},
+}
+
+
+class MatrixError(Exception):
+    pass
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Arch
+    firmware: str
+    media: Literal["direct"] = "direct"
+    qemu: Literal["pinned", "host"] = "pinned"
+    accel: Literal["auto", "tcg", "kvm"] = "auto"
+    memory_mib: int = Field(512, ge=64, le=16384)
+    smp: int = Field(1, ge=1, le=8)
+    append: str = ""
+
+    @model_validator(mode="after")
+    def _supported(self) -> Cell:
+        firmwares = SUPPORTED[self.arch]
+        if self.firmware not in firmwares:
+            raise ValueError(f"firmware {self.firmware!r} is not available for {self.arch} (have: {sorted(firmwares)})")
+        if self.media not in firmwares[self.firmware]:
+            raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
+        return self
+
+    @property
+    def id(self) -> str:
+        suffix = "" if self.qemu == "pinned" else f"-{self.qemu}"
+        return f"{self.arch}-{self.firmware}-{self.media}{suffix}"
+
+
+class MatrixFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    cell: list[dict[str, Any]] = Field(min_length=1)
+
+
+def _where(loc: tuple[int | str, ...], cells: list[dict[str, Any]] | None = None) -> str:
+    parts = []
+    for item in loc:
+        parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
+    return "".join(parts).lstrip(".")
+
+
+def load_matrix(path: Path = DEFAULT_MATRIX) -> list[Cell]:
+    """Cells of a matrix file, sorted by id; duplicate ids are an error."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MatrixError(f"{path}: no such matrix file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise MatrixError(f"{path}: not valid TOML: {error}") from None
+    try:
+        document = MatrixFile.model_validate(raw)
+    except ValidationError as error:
+        raise MatrixError(_format(path, error)) from None
+    cells: list[Cell] = []
+    for index, values in enumerate(document.cell):
+        merged = {**document.defaults, **values}
+        try:
+            cells.append(Cell.model_validate(merged))
+        except ValidationError as error:
+            raise MatrixError(_format(path, error, prefix=f"cell[{index}]")) from None
+    seen: dict[str, int] = {}
+    for index, cell in enumerate(cells):
+        if cell.id in seen:
+            raise MatrixError(f"{path}: cell[{index}]: duplicate cell id {cell.id!r} (same as cell[{seen[cell.id]}])")
+        seen[cell.id] = index
+    return sorted(cells, key=lambda c: c.id)
+
+
+def _format(path: Path, error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for problem in error.errors():
+        key = _where(tuple(problem["loc"]))
+        where = ".".join(p for p in (prefix, key) if p) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{path}: {where}: {message}")
+    return "\n".join(lines)
+
+
+def select(cells: list[Cell], arches: list[str] | None = None, ids: list[str] | None = None) -> list[Cell]:
+    chosen = [c for c in cells if not arches or c.arch in arches]
+    if ids:
+        unknown = sorted(set(ids) - {c.id for c in cells})
+        if unknown:
+            raise MatrixError(f"unknown cell id(s) {unknown}; known: {[c.id for c in cells]}")
+        chosen = [c for c in chosen if c.id in ids]
+    return chosen

@@ -1,0 +1,184 @@
+"""The pytest plugin (registered through the `pytest11` entry point as `bootmatrix`).
+
+- A test that asks for `cell` runs once per matrix cell, with the cell id as its pytest id.
+- `vm` is a factory: `vm()` starts the cell's machine and boots it to a shell; `vm(boot=False)` only
+  starts it. Every machine gets a work folder under the results folder that keeps its console
+  transcript, QEMU argv, QMP events and boot record; all machines are stopped at the end of the test.
+- Images come from the session-wide Lab, whose store builds each one once across xdist workers.
+- A cell that cannot run here (no QEMU binary, packages unreachable) is skipped with the reason, or
+  fails under --bootmatrix-strict.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.deadline import Deadline
+from harness.machine import Machine, live_machines
+from matrix.lab import BootRecord, Lab, Unavailable
+from matrix.model import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, select
+
+STRICT_ENV = "BOOTMATRIX_STRICT"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bootmatrix", "bootmatrix QEMU boot matrix")
+    group.addoption("--bootmatrix-matrix", type=Path, default=None, help="matrix file (default: matrix/default.toml)")
+    group.addoption("--bootmatrix-arch", action="append", default=[], help="only cells of this arch (repeatable)")
+    group.addoption("--bootmatrix-cell", action="append", default=[], help="only this cell id (repeatable)")
+    group.addoption("--bootmatrix-qemu", choices=["pinned", "host"], default=None, help="override every cell's QEMU")
+    group.addoption("--bootmatrix-results", type=Path, default=None, help="where VM work folders go (./results)")
+    group.addoption(
+        "--bootmatrix-strict", action="store_true", default=False,
+        help=f"a cell that cannot run here is an error, not a skip (also: {STRICT_ENV}=1)",
+    )
+
+
+def _strict(config: pytest.Config) -> bool:
+    return bool(config.getoption("--bootmatrix-strict")) or os.environ.get(STRICT_ENV) == "1"
+
+
+def selected_cells(config: pytest.Config) -> list[Cell]:
+    path = config.getoption("--bootmatrix-matrix") or DEFAULT_MATRIX
+    try:
+        cells = select(load_matrix(path), config.getoption("--bootmatrix-arch"), config.getoption("--bootmatrix-cell"))
+    except MatrixError as error:
+        raise pytest.UsageError(str(error)) from None
+    qemu = config.getoption("--bootmatrix-qemu")
+    if qemu:
+        cells = sorted({c.model_copy(update={"qemu": qemu}) for c in cells}, key=lambda c: c.id)
+    return cells
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm: boots a real QEMU guest")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cell" in metafunc.fixturenames:
+        cells = selected_cells(metafunc.config)
+        marker = metafunc.definition.get_closest_marker("bootmatrix_arches")
+        if marker is not None:
+            cells = [c for c in cells if c.arch in marker.args]
+        metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "vm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vm)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    try:
+        cells = selected_cells(config)
+    except pytest.UsageError:
+        return []
+    return [f"bootmatrix cells: {', '.join(c.id for c in cells) or '(none selected)'}"]
+
+
+@pytest.fixture(scope="session")
+def bootmatrix_lab() -> Lab:
+    return Lab()
+
+
+@pytest.fixture(scope="session")
+def bootmatrix_results(request: pytest.FixtureRequest) -> Path:
+    path = request.config.getoption("--bootmatrix-results") or Path(request.config.rootpath) / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return Path(path)
+
+
+@dataclass
+class VM:
+    """A booted (or at least started) guest of one cell, with the harness pieces a test needs."""
+
+    machine: Machine
+    record: BootRecord
+    cell: Cell
+    budget: float  # seconds a boot or a command may take before it is a hang, for this arch and accel
+
+    @property
+    def console(self):  # type: ignore[no-untyped-def]
+        return self.machine.console
+
+    @property
+    def qmp(self):  # type: ignore[no-untyped-def]
+        return self.machine.qmp
+
+    @property
+    def workdir(self) -> Path:
+        return self.machine.workdir
+
+    def deadline(self, seconds: float | None = None) -> Deadline:
+        return Deadline.after(seconds if seconds is not None else self.budget)
+
+    def run(self, command: str, seconds: float | None = None) -> tuple[str, int]:
+        return self.machine.console.run(command, self.deadline(seconds))
+
+
+def _test_dir(results: Path, nodeid: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.replace("::", "__")).strip("_")
+    return results / safe
+
+
+@pytest.fixture
+def vm(
+    request: pytest.FixtureRequest, bootmatrix_lab: Lab, bootmatrix_results: Path
+) -> Iterator[Callable[..., VM]]:
+    cell_default: Cell | None = request.getfixturevalue("cell") if "cell" in request.fixturenames else None
+    test_dir = _test_dir(bootmatrix_results, request.node.nodeid)
+    shutil.rmtree(test_dir, ignore_errors=True)
+    started: list[VM] = []
+
+    def factory(cell: Cell | None = None, name: str = "vm", boot: bool = True) -> VM:
+        chosen = cell or cell_default
+        if chosen is None:
+            raise ValueError("vm() needs a cell: parametrize the test with `cell` or pass one")
+        try:
+            machine, record = bootmatrix_lab.machine(chosen, test_dir / name, name)
+        except Unavailable as error:
+            if _strict(request.config):
+                pytest.fail(f"{chosen.id} cannot run here: {error}", pytrace=False)
+            pytest.skip(f"{chosen.id} cannot run here: {error}")
+        guest = VM(machine, record, chosen, bootmatrix_lab.boot_budget(chosen, record.accel))
+        started.append(guest)
+        machine.start()
+        if boot:
+            bootmatrix_lab.boot(machine, record, guest.deadline())
+        return guest
+
+    yield factory
+    for guest in started:
+        guest.machine.stop()
+    request.node.user_properties.append(("bootmatrix_workdirs", [str(g.workdir) for g in started]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        results = item.config.getoption("--bootmatrix-results") or Path(item.config.rootpath) / "results"
+        folder = _test_dir(Path(results), item.nodeid)
+        if folder.exists():
+            report.sections.append(("bootmatrix", f"VM logs (console.log, argv.txt, qmp-events.jsonl): {folder}"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaked = live_machines()
+    for machine in leaked:
+        machine.kill()
+    if leaked:
+        names = ", ".join(f"{m.name} (pid {m.process.pid if m.process else '?'})" for m in leaked)
+        session.config.issue_config_time_warning(
+            pytest.PytestWarning(f"bootmatrix killed {len(leaked)} QEMU process(es) left running: {names}"), 2
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
