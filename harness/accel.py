@@ -114,17 +114,19 @@ def _boot_sector_probe(qemu: QemuInstall) -> AccelVerdict:
         ]
         started = time.monotonic()
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, env=qemu.env())
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT, env=qemu.env(), check=False
+            )
         except subprocess.TimeoutExpired as expired:
-            said = (expired.stderr or b"")
-            text = said.decode(errors="replace") if isinstance(said, bytes) else said
+            raw = expired.stderr or b""
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
             reason = f"probe guest did not finish in {PROBE_TIMEOUT:.0f} s under KVM: {text.strip()[-300:]}"
             return AccelVerdict(False, reason, time.monotonic() - started, fingerprint)
         elapsed = time.monotonic() - started
     if done.returncode == PROBE_EXIT_CODE:
         return AccelVerdict(True, f"probe guest ran under KVM in {elapsed:.2f} s", elapsed, fingerprint)
-    said = (done.stderr + done.stdout).strip()[-300:]
-    return AccelVerdict(False, f"probe guest failed under KVM (exit {done.returncode}): {said}", elapsed, fingerprint)
+    output = (done.stderr + done.stdout).strip()[-300:]
+    return AccelVerdict(False, f"probe guest failed under KVM (exit {done.returncode}): {output}", elapsed, fingerprint)
 
 
 def kvm_verdict(qemu: QemuInstall, cache_dir: Path, kernel: ProbeKernel | None = None) -> AccelVerdict:

@@ -91,6 +91,7 @@ class Console:
         self.history = ""  # cleaned, last TAIL_CHARS characters, for error messages
         self.bad_patterns: dict[str, str] = dict(DEFAULT_BAD_PATTERNS)
         self._eof = False
+        self.line_ending = "\r"  # what a Linux tty, U-Boot and firmware all take as Enter
 
     # -- reading -------------------------------------------------------------------------------
     def _feed(self, raw: str) -> None:
@@ -99,23 +100,23 @@ class Console:
         self.buffer = (self.buffer + text)[-BUFFER_LIMIT:]
         self.history = (self.history + text)[-TAIL_CHARS:]
 
-    def _read_some(self, timeout: float) -> bool:
-        """Read what is there (up to `timeout`). False at end of file."""
+    def _read_some(self, timeout: float) -> str:
+        """Read what is there, waiting up to `timeout`: "data", "timeout" or "eof"."""
         if self._eof:
-            return False
+            return "eof"
         try:
             self._feed(self._spawn.read_nonblocking(65536, timeout=timeout))
         except pexpect.TIMEOUT:
-            pass
+            return "timeout"
         except pexpect.EOF:
             self._eof = True
-            return False
-        return True
+            return "eof"
+        return "data"
 
     def _drain(self) -> None:
         """After QEMU died: take whatever it wrote before dying, so the reason and tail are complete."""
-        for _ in range(100):
-            if not self._read_some(0.05):
+        for _ in range(1000):
+            if self._read_some(0.05) != "data":
                 return
 
     def tail(self) -> str:
@@ -158,7 +159,7 @@ class Console:
                 self._fail(GuestGone, dead, what)
             if deadline.expired():
                 self._fail(ConsoleTimeout, f"no match within the {deadline.budget:.1f} s deadline (guest alive)", what)
-            if not self._read_some(min(0.1, max(0.01, deadline.remaining()))):
+            if self._read_some(min(0.1, max(0.01, deadline.remaining()))) == "eof":
                 # End of file: QEMU closed the console. Give the exit status a moment to be known.
                 for _ in range(40):
                     if self._is_dead() is not None:
@@ -192,8 +193,7 @@ class Console:
         self._spawn.send(text)
 
     def sendline(self, line: str) -> None:
-        """Lines end with \\r, which a Linux tty, U-Boot and firmware all take as Enter."""
-        self.send(line + "\r")
+        self.send(line + self.line_ending)
 
     # -- shell ---------------------------------------------------------------------------------
     def wait_shell(self, deadline: Deadline) -> None:

@@ -27,7 +27,8 @@ class LaunchError(MachineError):
     def __init__(self, reason: str, argv: list[str], returncode: int | None, output: str):
         self.reason, self.argv, self.returncode, self.output = reason, argv, returncode, output
         super().__init__(
-            f"{reason}\nQEMU {describe_exit(returncode)}\nargv: {' '.join(argv)}\nQEMU output:\n{output.strip()[-3000:]}"
+            f"{reason}\nQEMU {describe_exit(returncode)}\nargv: {' '.join(argv)}\n"
+            f"QEMU output:\n{output.strip()[-3000:]}"
         )
 
 

@@ -97,7 +97,9 @@ class QemuInstall:
 @functools.cache
 def _version(command: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> str:
     try:
-        out = subprocess.run([*command, "--version"], capture_output=True, text=True, env=dict(env), timeout=30)
+        out = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, env=dict(env), timeout=30, check=False
+        )
     except OSError as error:
         raise QemuNotFound(f"{command[-1]} cannot run: {error}") from error
     match = re.search(r"version (\S+)", out.stdout)

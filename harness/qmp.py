@@ -59,7 +59,8 @@ class QmpMonitor:
 
     async def _read_events(self) -> None:
         async for event in self._client.events:
-            record = QmpEvent(str(event["event"]), dict(event.get("data", {})), time.monotonic() - self._t0)
+            data: dict[str, Any] = dict(event.get("data", {}))  # type: ignore[call-overload]
+            record = QmpEvent(str(event["event"]), data, time.monotonic() - self._t0)
             self._record(record)
             if record.name == "STOP":
                 try:

@@ -59,6 +59,7 @@ def selected_cells(config: pytest.Config) -> list[Cell]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a real QEMU guest")
+    config.addinivalue_line("markers", "bootmatrix_arches(*arches): run a `cell` test only for cells of these arches")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -131,17 +132,15 @@ def _test_dir(results: Path, nodeid: str) -> Path:
 
 @pytest.fixture
 def vm(
-    request: pytest.FixtureRequest, bootmatrix_lab: Lab, bootmatrix_results: Path
+    request: pytest.FixtureRequest, cell: Cell, bootmatrix_lab: Lab, bootmatrix_results: Path
 ) -> Iterator[Callable[..., VM]]:
-    cell_default: Cell | None = request.getfixturevalue("cell") if "cell" in request.fixturenames else None
+    """Factory of booted guests; a test that uses it runs once per selected cell."""
     test_dir = _test_dir(bootmatrix_results, request.node.nodeid)
     shutil.rmtree(test_dir, ignore_errors=True)
     started: list[VM] = []
 
-    def factory(cell: Cell | None = None, name: str = "vm", boot: bool = True) -> VM:
-        chosen = cell or cell_default
-        if chosen is None:
-            raise ValueError("vm() needs a cell: parametrize the test with `cell` or pass one")
+    def factory(other_cell: Cell | None = None, name: str = "vm", boot: bool = True) -> VM:
+        chosen = other_cell or cell
         try:
             machine, record = bootmatrix_lab.machine(chosen, test_dir / name, name)
         except Unavailable as error:

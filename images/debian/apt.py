@@ -89,7 +89,9 @@ class PrivateApt:
 
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         argv = [tool, *self._options(), *args]
-        result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+        result = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}, check=False
+        )
         if result.returncode != 0:
             raise AptError(
                 f"{tool} {' '.join(args)} failed ({result.returncode}) against {self.mirror.uri} "

@@ -31,7 +31,7 @@ def safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
     member = member.replace(mode=(member.mode or 0) & 0o777, uid=0, gid=0, uname="", gname="", deep=False)
     if member.issym() and member.linkname.startswith("/"):
         target = PurePosixPath(member.linkname.lstrip("/"))
-        depth = len(PurePosixPath(member.name.lstrip("./")).parent.parts)
+        depth = len(PurePosixPath(member.name.removeprefix("./")).parent.parts)
         member = member.replace(linkname=str(PurePosixPath(*([".."] * depth), target)), deep=False)
     if member.islnk():
         link = PurePosixPath(member.linkname)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
-import shutil
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

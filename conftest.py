@@ -1,0 +1,3 @@
+"""Project-level pytest configuration. The bootmatrix plugin itself is loaded through its `pytest11`
+entry point (pyproject.toml), so it works the same for users who install bootmatrix into their own suite.
+"""

@@ -1,0 +1,117 @@
+"""Console matching on a socket: ANSI-proof, fails at once on bad patterns, death and EOF; run() against a
+real /bin/sh on the other end of the socket (no tty, so no echo: the markers are what is tested)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.console import Console, clean
+from harness.deadline import Deadline
+from harness.errors import ConsoleTimeout, GuestGone, GuestPanic
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Console, socket.socket, dict[str, str | None]]]:
+    ours, theirs = socket.socketpair()
+    state: dict[str, str | None] = {"dead": None}
+    console = Console(ours.fileno(), tmp_path / "console.log", time.monotonic(), lambda: state["dead"])
+    yield console, theirs, state
+    console.close()
+    ours.close()
+    theirs.close()
+
+
+def test_ansi_and_carriage_returns_are_cleaned() -> None:
+    assert clean("\x1b[6n\x1b[1;32mgreen\x1b[0m\r\n") == "green\n"
+
+
+def test_match_across_chunks_and_ansi(pair) -> None:  # type: ignore[no-untyped-def]
+    console, peer, _ = pair
+    peer.sendall(b"booting... BOOTMATRIX-RE")
+    peer.sendall(b"\x1b[0mADY arch=x\r\n")
+    found = console.expect(r"BOOTMATRIX-READY arch=(\w+)", Deadline.after(5))
+    assert found.match.group(1) == "x" and found.before == "booting... "
+
+
+def test_bad_pattern_fails_at_once_with_tail(pair) -> None:  # type: ignore[no-untyped-def]
+    console, peer, _ = pair
+    peer.sendall(b"[ 1.0] something\r\n[ 1.1] Kernel panic - not syncing: VFS: Unable to mount root\r\n")
+    started = time.monotonic()
+    with pytest.raises(GuestPanic, match="Kernel panic - not syncing: VFS") as caught:
+        console.expect("never", Deadline.after(30))
+    assert time.monotonic() - started < 1.0
+    assert "something" in caught.value.tail
+
+
+def test_wanted_text_before_a_bad_pattern_still_matches(pair) -> None:  # type: ignore[no-untyped-def]
+    console, peer, _ = pair
+    peer.sendall(b"ready\nKernel panic - not syncing: later\n")
+    assert console.expect("ready", Deadline.after(5)).text == "ready"
+    with pytest.raises(GuestPanic):
+        console.expect("more", Deadline.after(5))
+
+
+def test_allow_relaxes_a_bad_pattern(pair) -> None:  # type: ignore[no-untyped-def]
+    console, peer, _ = pair
+    peer.sendall(b"Kernel panic - not syncing: expected\nafter\n")
+    with console.allow("kernel panic"):
+        assert console.expect("after", Deadline.after(5)).text == "after"
+    assert "kernel panic" in console.bad_patterns
+
+
+def test_dead_guest_fails_at_once(pair) -> None:  # type: ignore[no-untyped-def]
+    console, _, state = pair
+    state["dead"] = "QEMU killed by SIGKILL"
+    started = time.monotonic()
+    with pytest.raises(GuestGone, match="SIGKILL"):
+        console.expect("never", Deadline.after(30))
+    assert time.monotonic() - started < 1.0
+
+
+def test_end_of_file_fails_at_once(pair) -> None:  # type: ignore[no-untyped-def]
+    console, peer, _ = pair
+    peer.sendall(b"last words\n")
+    peer.close()
+    with pytest.raises(GuestGone, match="console closed") as caught:
+        console.expect("never", Deadline.after(30))
+    assert "last words" in caught.value.tail
+
+
+def test_hang_is_a_timeout_naming_what_was_awaited(pair) -> None:  # type: ignore[no-untyped-def]
+    console, peer, _ = pair
+    peer.sendall(b"stuck here\n")
+    with pytest.raises(ConsoleTimeout, match="waiting for the prompt") as caught:
+        console.expect("never", Deadline.after(0.5), what="the prompt")
+    assert "stuck here" in caught.value.tail
+
+
+def test_transcript_is_timestamped(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    console, peer, _ = pair
+    peer.sendall(b"line one\r\nline two\r\n")
+    console.expect("line two", Deadline.after(5))
+    lines = (tmp_path / "console.log").read_text().splitlines()
+    assert lines[0].endswith("] line one") and lines[0].startswith("[")
+
+
+def test_run_against_a_real_shell(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair()
+    shell = subprocess.Popen(["/bin/sh"], stdin=theirs, stdout=theirs, stderr=subprocess.STDOUT)
+    theirs.close()
+    console = Console(ours.fileno(), tmp_path / "c.log", time.monotonic(), lambda: None)
+    console.line_ending = "\n"  # a shell on a plain socket, no tty to turn \r into \n
+    try:
+        assert console.run("echo $((6*7))", Deadline.after(10)) == ("42", 0)
+        assert console.run("false", Deadline.after(10)) == ("", 1)
+        assert console.run("printf abc", Deadline.after(10)) == ("abc", 0)
+        assert console.run("printf 'a\\nb\\n'; exit_code() { return 3; }; exit_code", Deadline.after(10)) == ("a\nb", 3)
+    finally:
+        shell.kill()
+        shell.wait()
+        console.close()
+        ours.close()

@@ -1,0 +1,74 @@
+"""Matrix files: stable sorted ids, and errors that name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from matrix.model import DEFAULT_MATRIX, MatrixError, load_matrix, select
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_matrix_ids_are_stable_and_sorted() -> None:
+    ids = [c.id for c in load_matrix(DEFAULT_MATRIX)]
+    assert ids == ["aarch64-virt-direct", "riscv64-opensbi-direct", "x86_64-seabios-direct"]
+    assert ids == [c.id for c in load_matrix(DEFAULT_MATRIX)]
+
+
+def test_defaults_apply_and_cells_override(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[defaults]
+memory_mib = 768
+[[cell]]
+arch = "riscv64"
+firmware = "opensbi"
+[[cell]]
+arch = "riscv64"
+firmware = "opensbi"
+qemu = "host"
+memory_mib = 1024
+""")
+    pinned, host = load_matrix(path)
+    assert (pinned.id, pinned.memory_mib) == ("riscv64-opensbi-direct", 768)
+    assert (host.id, host.memory_mib) == ("riscv64-opensbi-direct-host", 1024)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmemroy_mib = 4\n', r"cell\[0\]\.memroy_mib: unknown key"),
+        ('[[cell]]\narch = "mips"\nfirmware = "seabios"\n', r"cell\[0\]\.arch: Input should be"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "uboot-typo"\n', r"cell\[0\]: firmware 'uboot-typo' is not available"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nsmp = 0\n', r"cell\[0\]\.smp: Input should be greater"),
+        ('[[cell]]\narch = "x86_64"\n', r"cell\[0\]\.firmware: Field required"),
+        ('[defaults]\nqemu = "pinned"\n', r"(?m)^.*m\.toml: cell: Field required"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n',
+         r"cell\[1\]: duplicate cell id 'x86_64-seabios-direct'"),
+        ('[[cell]\n', r"not valid TOML"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[extra]\nx = 1\n', r"m\.toml: extra: unknown key"),
+    ],
+)
+def test_bad_matrix_file_names_the_key(tmp_path: Path, body: str, expected: str) -> None:
+    path = write(tmp_path, body)
+    with pytest.raises(MatrixError, match=expected) as caught:
+        load_matrix(path)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MatrixError, match="no such matrix file"):
+        load_matrix(tmp_path / "nope.toml")
+
+
+def test_select_by_arch_and_id() -> None:
+    cells = load_matrix(DEFAULT_MATRIX)
+    assert [c.id for c in select(cells, ["riscv64"])] == ["riscv64-opensbi-direct"]
+    assert [c.id for c in select(cells, None, ["x86_64-seabios-direct"])] == ["x86_64-seabios-direct"]
+    with pytest.raises(MatrixError, match="unknown cell id"):
+        select(cells, None, ["x86_64-nope-direct"])

@@ -1,0 +1,107 @@
+"""The content-addressed store: one build under contention, verification on use, rebuild on corruption."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from images.store import Store, tree_sha256
+
+
+def _build_payload(counter: Path) -> None:
+    def build(content: Path) -> None:
+        with counter.open("a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # widen the race window
+        (content / "payload.bin").write_bytes(os.urandom(64 * 1024))
+        (content / "sub").mkdir()
+        (content / "sub" / "note").write_text("built once")
+
+    return build  # type: ignore[return-value]
+
+
+def _contender(root: str, counter: str, start_at: float, out: str) -> None:
+    store = Store(Path(root))
+    while time.time() < start_at:
+        time.sleep(0.001)
+    content = store.get("race", {"v": 1}, _build_payload(Path(counter)))  # type: ignore[arg-type]
+    Path(out).write_bytes((content / "payload.bin").read_bytes())
+
+
+def test_four_processes_racing_build_once_and_get_the_same_bytes(tmp_path: Path) -> None:
+    counter = tmp_path / "builds.log"
+    context = multiprocessing.get_context("spawn")
+    start_at = time.time() + 2.0
+    outs = [tmp_path / f"out{i}" for i in range(4)]
+    procs = [
+        context.Process(target=_contender, args=(str(tmp_path / "cache"), str(counter), start_at, str(out)))
+        for out in outs
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    assert len(counter.read_text().splitlines()) == 1
+    payloads = {out.read_bytes() for out in outs}
+    assert len(payloads) == 1 and len(next(iter(payloads))) == 64 * 1024
+
+
+def test_corrupted_entry_is_rebuilt_not_used(tmp_path: Path) -> None:
+    counter = tmp_path / "builds.log"
+    build = _build_payload(counter)
+    store = Store(tmp_path / "cache")
+    content = store.get("thing", {"v": 1}, build)  # type: ignore[arg-type]
+    original = (content / "payload.bin").read_bytes()
+    (content / "payload.bin").write_bytes(b"tampered")
+    fresh_process_view = Store(tmp_path / "cache")  # verification is remembered per process
+    content = fresh_process_view.get("thing", {"v": 1}, build)  # type: ignore[arg-type]
+    assert (content / "payload.bin").read_bytes() not in (b"tampered", original)  # rebuilt with new random bytes
+    assert len(counter.read_text().splitlines()) == 2
+    manifest = fresh_process_view.entries()[0].manifest()
+    assert manifest["content_sha256"] == tree_sha256(content)
+
+
+def test_added_file_also_fails_verification(tmp_path: Path) -> None:
+    counter = tmp_path / "builds.log"
+    store = Store(tmp_path / "cache")
+    content = store.get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    (content / "intruder").write_text("x")
+    Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    assert len(counter.read_text().splitlines()) == 2
+
+
+def test_different_inputs_are_different_entries(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    a = store.get("x", {"v": 1}, lambda c: (c / "f").write_text("1"))  # type: ignore[func-returns-value]
+    b = store.get("x", {"v": 2}, lambda c: (c / "f").write_text("2"))  # type: ignore[func-returns-value]
+    assert a != b and (a / "f").read_text() == "1" and (b / "f").read_text() == "2"
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+
+    def broken(content: Path) -> None:
+        (content / "half").write_text("x")
+        raise RuntimeError("recipe failed")
+
+    with pytest.raises(RuntimeError, match="recipe failed"):
+        store.get("x", {"v": 1}, broken)
+    assert store.entries() == []
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_prune_removes_unused_entries(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    store.get("old", {"v": 1}, lambda c: (c / "f").write_text("1"))  # type: ignore[func-returns-value]
+    store.get("new", {"v": 1}, lambda c: (c / "f").write_text("2"))  # type: ignore[func-returns-value]
+    old = next(e for e in store.entries() if e.manifest()["name"] == "old")
+    long_ago = time.time() - 90 * 86400
+    os.utime(old.root / "last-used", (long_ago, long_ago))
+    removed = store.prune(older_than_days=30)
+    assert [e.key for e in removed] == [old.key]
+    assert [e.manifest()["name"] for e in store.entries()] == ["new"]

@@ -1,0 +1,95 @@
+"""Real boots, one per matrix cell: real QEMU, real Debian kernels, real consoles and QMP.
+
+Each test leaves its VM's console.log, argv.txt, qmp-events.jsonl and boot.json under results/.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from harness.deadline import Deadline
+from harness.errors import ConsoleTimeout, GuestGone, GuestPanic
+from matrix.model import Cell
+
+
+def test_boots_to_a_shell_and_runs_commands(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+    guest = vm()
+    assert guest.record.milestones["kernel"] < guest.record.milestones["init-ready"] <= guest.record.time_to_ready
+    assert guest.run("echo $((6*7))") == ("42", 0)
+    assert guest.run("false") == ("", 1)
+    output, code = guest.run("uname -m")
+    assert code == 0 and output == cell.arch
+    assert guest.record.qemu_version and guest.record.accel in ("tcg", "kvm")
+
+
+def test_a_hang_is_a_timeout_with_the_console_tail(vm) -> None:  # type: ignore[no-untyped-def]
+    guest = vm()
+    guest.console.sendline("echo tail-marker-$((1+1)); sleep 1000")
+    with pytest.raises(ConsoleTimeout) as caught:
+        guest.console.expect("this never appears", Deadline.after(2))
+    assert "tail-marker-2" in caught.value.tail
+
+
+def test_qmp_powerdown_ends_the_vm(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+    if cell.arch == "riscv64":
+        pytest.skip(
+            "riscv virt signals system_powerdown only through ACPI (GED); a device-tree boot has no power button"
+        )
+    guest = vm()
+    returncode = guest.machine.powerdown(guest.deadline(30))
+    assert returncode == 0
+    shutdown = next(e for e in guest.qmp.events if e.name == "SHUTDOWN")
+    assert shutdown.data == {"guest": True, "reason": "guest-shutdown"}
+    assert [e.name for e in guest.qmp.events][:1] == ["POWERDOWN"]
+
+
+def test_guest_poweroff_is_seen_through_qmp_and_fails_waits_at_once(vm) -> None:  # type: ignore[no-untyped-def]
+    guest = vm()
+    started = time.monotonic()
+    with pytest.raises(GuestGone, match="guest-shutdown|exited with status 0"):
+        guest.run("poweroff -f", seconds=60)
+    assert time.monotonic() - started < 10
+    assert guest.qmp.wait_event("SHUTDOWN", 5) is not None
+    assert guest.machine.process.wait(10) == 0
+
+
+def test_kernel_panic_fails_fast_with_the_reason(vm) -> None:  # type: ignore[no-untyped-def]
+    guest = vm()
+    guest.console.sendline("echo c > /proc/sysrq-trigger")
+    triggered = time.monotonic()
+    with pytest.raises(GuestPanic, match="Kernel panic") as caught:
+        guest.console.expect("this never appears", Deadline.after(120))
+    assert time.monotonic() - triggered < 5
+    assert "sysrq" in caught.value.tail.lower()
+
+
+def test_qemu_killed_mid_boot_fails_the_wait_naming_the_signal(vm) -> None:  # type: ignore[no-untyped-def]
+    guest = vm(boot=False)
+    killed_at: list[float] = []
+
+    def kill_soon() -> None:
+        time.sleep(1.0)
+        killed_at.append(time.monotonic())
+        guest.machine.process.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    try:
+        with pytest.raises(GuestGone, match="SIGKILL"):
+            guest.console.expect("BOOTMATRIX-READY", Deadline.after(120))
+        failed_at = time.monotonic()
+    finally:
+        killer.join()
+    assert failed_at - killed_at[0] < 2.0
+
+
+@pytest.mark.bootmatrix_arches("riscv64")
+def test_host_qemu_axis_boots(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+    """The host's own QEMU is a matrix axis too; riscv64 is the cell it runs cleanly (see the notes)."""
+    guest = vm(cell.model_copy(update={"qemu": "host"}))
+    assert guest.record.qemu == "host"
+    assert guest.run("echo $((6*7))") == ("42", 0)
