@@ -36,6 +36,9 @@ DEFAULT_BAD_PATTERNS: dict[str, str] = {
 }
 TAIL_CHARS = 4000
 BUFFER_LIMIT = 256 * 1024
+# Each wait searches only text it has not searched yet, plus this much before it, so a long boot log is
+# not rescanned on every chunk (that made boots measurably slower). A match may span at most this much.
+MATCH_SPAN = 4096
 
 
 def clean(text: str) -> str:
@@ -91,27 +94,48 @@ class Console:
         self.history = ""  # cleaned, last TAIL_CHARS characters, for error messages
         self.bad_patterns: dict[str, str] = dict(DEFAULT_BAD_PATTERNS)
         self._eof = False
+        self._scanned = 0  # buffer index up to which the current wait's patterns found nothing
+        self._bad_scanned = 0  # likewise for the bad patterns
         self.line_ending = "\r"  # what a Linux tty, U-Boot and firmware all take as Enter
 
     # -- reading -------------------------------------------------------------------------------
     def _feed(self, raw: str) -> None:
         text = clean(raw)
         self._transcript.write(text)
-        self.buffer = (self.buffer + text)[-BUFFER_LIMIT:]
+        self.buffer += text
         self.history = (self.history + text)[-TAIL_CHARS:]
+        if len(self.buffer) > BUFFER_LIMIT:
+            self._consume(len(self.buffer) - BUFFER_LIMIT)
+
+    def _consume(self, count: int) -> None:
+        """Drop the first `count` characters of the buffer, keeping the scan positions in step."""
+        self.buffer = self.buffer[count:]
+        self._scanned = max(0, self._scanned - count)
+        self._bad_scanned = max(0, self._bad_scanned - count)
 
     def _read_some(self, timeout: float) -> str:
-        """Read what is there, waiting up to `timeout`: "data", "timeout" or "eof"."""
+        """Read what is there, waiting up to `timeout`: "data", "timeout" or "eof".
+
+        After the first chunk, whatever else is already waiting is taken too, so a burst of small
+        serial writes is matched once rather than once per write.
+        """
         if self._eof:
             return "eof"
-        try:
-            self._feed(self._spawn.read_nonblocking(65536, timeout=timeout))
-        except pexpect.TIMEOUT:
-            return "timeout"
-        except pexpect.EOF:
-            self._eof = True
-            return "eof"
-        return "data"
+        chunks = []
+        wait = timeout
+        while sum(map(len, chunks)) < BUFFER_LIMIT:
+            try:
+                chunks.append(self._spawn.read_nonblocking(65536, timeout=wait))
+            except pexpect.TIMEOUT:
+                break
+            except pexpect.EOF:
+                self._eof = True
+                break
+            wait = 0
+        if chunks:
+            self._feed("".join(chunks))
+            return "data"
+        return "eof" if self._eof else "timeout"
 
     def _drain(self) -> None:
         """After QEMU died: take whatever it wrote before dying, so the reason and tail are complete."""
@@ -125,10 +149,13 @@ class Console:
     # -- matching ------------------------------------------------------------------------------
     def _first_bad(self) -> tuple[int, str, str] | None:
         found = None
+        start = max(0, self._bad_scanned - MATCH_SPAN)
         for label, pattern in self.bad_patterns.items():
-            hit = re.search(pattern, self.buffer)
+            hit = re.compile(pattern).search(self.buffer, start)
             if hit and (found is None or hit.start() < found[0]):
                 found = (hit.start(), label, hit.group(0).strip())
+        if found is None:
+            self._bad_scanned = len(self.buffer)
         return found
 
     def expect(self, patterns: str | list[str], deadline: Deadline, what: str | None = None) -> Match:
@@ -136,19 +163,23 @@ class Console:
         wanted = [patterns] if isinstance(patterns, str) else patterns
         compiled = [re.compile(p) for p in wanted]
         what = what or " | ".join(wanted)
+        self._scanned = 0
         while True:
             best: tuple[int, int, re.Match[str]] | None = None
+            start = max(0, self._scanned - MATCH_SPAN)
             for index, regex in enumerate(compiled):
-                hit = regex.search(self.buffer)
+                hit = regex.search(self.buffer, start)
                 if hit and (best is None or hit.start() < best[0]):
                     best = (hit.start(), index, hit)
+            if best is None:
+                self._scanned = len(self.buffer)
             bad = self._first_bad()
             if bad is not None and (best is None or bad[0] <= best[0]):
                 self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]}", what)
             if best is not None:
                 _, index, hit = best
                 before = self.buffer[: hit.start()]
-                self.buffer = self.buffer[hit.end():]
+                self._consume(hit.end())
                 return Match(index, hit, before)
             dead = self._is_dead()
             if dead is not None:
