@@ -15,6 +15,8 @@ demo: setup
 	$(BIN)/bootmatrix run
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n $(JOBS) $(STRICT)
 	scripts/check-no-qemu-left
 

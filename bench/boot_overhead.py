@@ -22,11 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.deadline import Deadline  # noqa: E402
-from harness.machine import Machine  # noqa: E402
-from harness.spec import HarnessFds, build_argv  # noqa: E402
-from matrix.lab import Lab  # noqa: E402
-from matrix.model import Cell, load_matrix  # noqa: E402
+from harness.deadline import Deadline
+from harness.spec import HarnessFds, build_argv
+from matrix.lab import Lab
+from matrix.model import Cell, load_matrix
 
 MARKER = b"BOOTMATRIX-READY"
 

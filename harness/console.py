@@ -121,16 +121,19 @@ class Console:
         """
         if self._eof:
             return "eof"
-        chunks = []
+        chunks: list[str] = []
+        taken = 0
         wait = timeout
-        while sum(map(len, chunks)) < BUFFER_LIMIT:
+        while taken < BUFFER_LIMIT:
             try:
-                chunks.append(self._spawn.read_nonblocking(65536, timeout=wait))
+                chunk: str = self._spawn.read_nonblocking(65536, timeout=wait)
             except pexpect.TIMEOUT:
                 break
             except pexpect.EOF:
                 self._eof = True
                 break
+            chunks.append(chunk)
+            taken += len(chunk)
             wait = 0
         if chunks:
             self._feed("".join(chunks))

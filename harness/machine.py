@@ -34,11 +34,13 @@ from harness.spec import HarnessFds, MachineSpec, build_argv
 PR_SET_PDEATHSIG = 1
 _live: set[Machine] = set()
 _live_lock = threading.Lock()
+# Resolved once here: the child of fork() in a threaded process must not dlopen or allocate in C.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    """In the child before exec: SIGKILL QEMU when the thread that started it dies (the test process)."""
+    _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 @atexit.register

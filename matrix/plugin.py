@@ -176,8 +176,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for machine in leaked:
         machine.kill()
     if leaked:
-        names = ", ".join(f"{m.name} (pid {m.process.pid if m.process else '?'})" for m in leaked)
-        session.config.issue_config_time_warning(
-            pytest.PytestWarning(f"bootmatrix killed {len(leaked)} QEMU process(es) left running: {names}"), 2
-        )
+        names = ", ".join(f"{m.name} in {m.workdir}" for m in leaked)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"bootmatrix: killed {len(leaked)} QEMU process(es) a test left running: {names}"
+        if reporter is not None:
+            reporter.write_line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

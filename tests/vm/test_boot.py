@@ -50,7 +50,7 @@ def test_qmp_powerdown_ends_the_vm(vm, cell: Cell) -> None:  # type: ignore[no-u
 def test_guest_poweroff_is_seen_through_qmp_and_fails_waits_at_once(vm) -> None:  # type: ignore[no-untyped-def]
     guest = vm()
     started = time.monotonic()
-    with pytest.raises(GuestGone, match="guest-shutdown|exited with status 0"):
+    with pytest.raises(GuestGone, match=r"guest-shutdown|exited with status 0"):
         guest.run("poweroff -f", seconds=60)
     assert time.monotonic() - started < 10
     assert guest.qmp.wait_event("SHUTDOWN", 5) is not None
