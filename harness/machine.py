@@ -27,6 +27,7 @@ from types import TracebackType
 from harness.console import Console
 from harness.deadline import Deadline
 from harness.errors import GuestGone, LaunchError, describe_exit
+from harness.net import parse_usernet
 from harness.qemu import QemuInstall
 from harness.qmp import QmpMonitor
 from harness.spec import HarnessFds, MachineSpec, build_argv
@@ -92,7 +93,7 @@ class Machine:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                pass_fds=(console_theirs.fileno(), qmp_theirs.fileno()),
+                pass_fds=(console_theirs.fileno(), qmp_theirs.fileno(), *self.spec.pass_fds()),
                 env=self.qemu.env(),
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe enough
             )
@@ -154,6 +155,11 @@ class Machine:
         if self._qmp is not None and self._qmp.fatal.is_set():
             return self._qmp.fatal_reason
         return None
+
+    def forwarded_ports(self) -> dict[tuple[str, int], int]:
+        """{(protocol, guest port): host port on 127.0.0.1} of the user-mode forwards, as QEMU bound them."""
+        text = self.qmp.execute("human-monitor-command", {"command-line": "info usernet"})
+        return parse_usernet(str(text))
 
     # -- guest actions -------------------------------------------------------------------------
     def powerdown(self, deadline: Deadline) -> int:

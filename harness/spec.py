@@ -7,8 +7,10 @@ descriptors the harness passes in (socketpairs), `-nodefaults` removes every dev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from harness.net import Nic, nic_args
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,10 @@ class MachineSpec:
     pflash: tuple[Pflash, ...] = ()
     devices: tuple[str, ...] = ()  # values of -device
     extra_args: tuple[str, ...] = ()  # anything else, appended last
-    network: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("-nic", "user,model=virtio-net-pci")
+    nics: tuple[Nic, ...] = ()  # none: `-nic none`, so nothing (UEFI PXE, say) waits on a network
+
+    def pass_fds(self) -> tuple[int, ...]:
+        return tuple(fd for nic in self.nics for fd in nic.fds())
 
     def describe(self) -> str:
         return f"{self.arch}/{self.machine}/{self.cpu or 'default-cpu'}/{self.accel}"
@@ -69,6 +74,6 @@ def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds:
         argv += ["-append", spec.append]
     for device in spec.devices:
         argv += ["-device", device]
-    argv += list(spec.network) or ["-nic", "none"]
+    argv += nic_args(spec.nics)
     argv += list(spec.extra_args)
     return argv

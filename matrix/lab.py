@@ -13,6 +13,7 @@ from pathlib import Path
 from harness.accel import ProbeKernel, choose_accel
 from harness.deadline import Deadline
 from harness.machine import Machine
+from harness.net import Nic
 from harness.qemu import QemuInstall, QemuNotFound
 from harness.timeouts import scaled
 from images.debian.fetch import DebianFetcher, FetchError
@@ -101,12 +102,14 @@ class Lab:
             )
         return choose_accel(cell.arch, self.qemu(cell.qemu), self.store.root / "accel", cell.accel, probe)
 
-    def machine(self, cell: Cell, workdir: Path, name: str = "vm") -> tuple[Machine, BootRecord]:
+    def machine(
+        self, cell: Cell, workdir: Path, name: str = "vm", nics: tuple[Nic, ...] = ()
+    ) -> tuple[Machine, BootRecord]:
         """A machine for `cell`, not yet started, and the record its boot will fill in."""
         self.check(cell)
         qemu = self.qemu(cell.qemu)
         accel, why = self.accel(cell)
-        spec = spec_for(cell, self.image(cell.arch), accel)
+        spec = spec_for(cell, self.image(cell.arch), accel, nics)
         record = BootRecord(cell.id, accel, why, qemu.name, qemu.version(cell.arch))
         return Machine(spec, qemu, workdir, name=name), record
 

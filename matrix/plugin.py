@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 
 from harness.deadline import Deadline
+from harness.guestnet import GuestNet
 from harness.machine import Machine, live_machines
+from harness.net import Nic
+from harness.payload_server import PayloadServer
 from matrix.lab import BootRecord, Lab, Unavailable
 from matrix.model import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, select
 
@@ -97,6 +100,13 @@ def bootmatrix_results(request: pytest.FixtureRequest) -> Path:
     return Path(path)
 
 
+@pytest.fixture
+def payload_server() -> Iterator[PayloadServer]:
+    """An HTTP server on 127.0.0.1 for this test: known payloads, error statuses, recorded requests."""
+    with PayloadServer() as server:
+        yield server
+
+
 @dataclass
 class VM:
     """A booted (or at least started) guest of one cell, with the harness pieces a test needs."""
@@ -124,6 +134,10 @@ class VM:
     def run(self, command: str, seconds: float | None = None) -> tuple[str, int]:
         return self.machine.console.run(command, self.deadline(seconds))
 
+    @property
+    def net(self) -> GuestNet:
+        return GuestNet(self.machine.console, self.budget)
+
 
 def _test_dir(results: Path, nodeid: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.replace("::", "__")).strip("_")
@@ -139,10 +153,12 @@ def vm(
     shutil.rmtree(test_dir, ignore_errors=True)
     started: list[VM] = []
 
-    def factory(other_cell: Cell | None = None, name: str = "vm", boot: bool = True) -> VM:
+    def factory(
+        other_cell: Cell | None = None, name: str = "vm", boot: bool = True, nics: tuple[Nic, ...] = ()
+    ) -> VM:
         chosen = other_cell or cell
         try:
-            machine, record = bootmatrix_lab.machine(chosen, test_dir / name, name)
+            machine, record = bootmatrix_lab.machine(chosen, test_dir / name, name, nics)
         except Unavailable as error:
             if _strict(request.config):
                 pytest.fail(f"{chosen.id} cannot run here: {error}", pytrace=False)

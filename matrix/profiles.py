@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.net import Nic
 from harness.spec import MachineSpec
 from images.recipes.minimal import MinimalImage
 from matrix.model import Cell
@@ -38,7 +39,7 @@ PROFILES: dict[tuple[str, str], Profile] = {
 BASE_APPEND = "panic=-1 oops=panic"
 
 
-def spec_for(cell: Cell, image: MinimalImage, accel: str) -> MachineSpec:
+def spec_for(cell: Cell, image: MinimalImage, accel: str, nics: tuple[Nic, ...] = ()) -> MachineSpec:
     profile = PROFILES[(cell.arch, cell.firmware)]
     append = f"console={profile.console} {BASE_APPEND} {cell.append}".strip()
     return MachineSpec(
@@ -52,4 +53,5 @@ def spec_for(cell: Cell, image: MinimalImage, accel: str) -> MachineSpec:
         initrd=image.initrd,
         append=append,
         devices=profile.devices,
+        nics=nics,
     )

@@ -28,6 +28,9 @@ RECIPE_VERSION = 1
 # device-tree boot does not use).
 POWER_BUTTON_MODULES = {"x86_64": ("evdev", "button"), "aarch64": ("evdev", "gpio_keys"), "riscv64": ()}
 POWER_BUTTON_SCRIPT = b"#!/bin/sh\necho 'bootmatrix: power button pressed, powering off'\npoweroff -f\n"
+# virtio drivers every image carries (the ones built as modules in Debian's kernels; the rest are built in).
+VIRTIO_MODULES = ("virtio_net", "virtio_blk", "virtio_rng", "virtio_console")
+UDHCPC_SCRIPT = Path(__file__).parent.parent / "guest" / "udhcpc.script"
 INIT_SCRIPT = Path(__file__).parent.parent / "guest" / "init.sh"
 # Kernel image path inside the Debian package, by guest arch.
 KERNEL_GLOB = {"x86_64": "boot/vmlinuz-*", "aarch64": "boot/vmlinuz-*", "riscv64": "boot/vmlinux-*"}
@@ -56,6 +59,7 @@ def _module_data(path: Path) -> bytes:
 
 def _module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, bytes]]:
     """(file name, uncompressed bytes) of `modules` and what they depend on, dependencies first.
+    A module this kernel has built in (modules.builtin) needs nothing.
 
     Debian ships no modules.dep (dpkg's postinst runs depmod), so dependencies are read from each
     module's own `.modinfo` section: the NUL-separated `depends=a,b` string that depmod reads too.
@@ -63,11 +67,16 @@ def _module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, byte
     by_name = {
         p.name.split(".ko")[0].replace("-", "_"): p for p in modules_dir.rglob("*.ko*") if ".ko" in p.name
     }
+    builtin_list = modules_dir / "modules.builtin"
+    built_in = {
+        Path(line).name.split(".ko")[0].replace("-", "_")
+        for line in (builtin_list.read_text().splitlines() if builtin_list.exists() else [])
+    }
     ordered: dict[str, bytes] = {}
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
         key = name.replace("-", "_")
-        if key in ordered:
+        if key in ordered or (key in built_in and key not in by_name):
             return
         if key in chain:
             raise ValueError(f"module dependency cycle: {' -> '.join((*chain, key))}")
@@ -85,7 +94,7 @@ def _module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, byte
 
 
 def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tuple[str, ...] = ()) -> MinimalImage:
-    modules = (*POWER_BUTTON_MODULES[arch], *modules)
+    modules = (*POWER_BUTTON_MODULES[arch], *VIRTIO_MODULES, *modules)
     (kernel_pkg, kernel_deb), = fetcher.fetch_set(kernel_set(arch))
     (busybox_pkg, busybox_deb), = fetcher.fetch_set(busybox_set(arch))
     inputs = {
@@ -94,6 +103,7 @@ def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tupl
         "kernel": kernel_pkg.sha256,
         "busybox": busybox_pkg.sha256,
         "init": hashlib.sha256(INIT_SCRIPT.read_bytes()).hexdigest(),
+        "udhcpc": hashlib.sha256(UDHCPC_SCRIPT.read_bytes()).hexdigest(),
         "cpio_writer": hashlib.sha256((Path(__file__).parent.parent / "cpio.py").read_bytes()).hexdigest(),
         "modules": list(modules),
     }
@@ -115,6 +125,7 @@ def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tupl
             archive.add_file_from("bin/busybox", bb_tree / "usr/bin/busybox", 0o755)
             archive.add_symlink("bin/sh", "busybox")
             archive.add_file_from("init", INIT_SCRIPT, 0o755)
+            archive.add_file_from("etc/udhcpc.script", UDHCPC_SCRIPT, 0o755)
             load_list = []
             for name, data in _module_order(tree / "usr/lib/modules" / release, list(modules)):
                 archive.add_file(f"lib/modules/{name}", data)

@@ -1,0 +1,106 @@
+"""A host-side HTTP server for network tests, on 127.0.0.1 and a port the kernel picks.
+
+It serves generated payloads whose sha256 is known in advance, answers /status/<code> with that
+status, drops the connection on /drop, and records every request (including what guests POST), so a
+test can assert both what the guest received and what it sent. A guest on QEMU user networking
+(restrict=off) reaches it at 10.0.2.2:<port>.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+GUEST_VIEW_OF_HOST = "10.0.2.2"  # QEMU user networking's address for the host's loopback
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    status: int
+    sent_bytes: int
+    body: bytes
+
+
+class PayloadServer:
+    def __init__(self) -> None:
+        self.payloads: dict[str, bytes] = {}
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _record(self, status: int, sent: int, body: bytes = b"") -> None:
+                with server._lock:
+                    server.requests.append(Request(self.command, self.path, status, sent, body))
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/drop":
+                    self._record(0, 0)
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if path.startswith("/status/"):
+                    code = int(path.removeprefix("/status/"))
+                    self.send_response(code)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    self._record(code, 0)
+                    return
+                data = server.payloads.get(path.removeprefix("/payload/")) if path.startswith("/payload/") else None
+                if data is None:
+                    self.send_error(404)
+                    self._record(404, 0)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                self._record(200, len(data))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                self.send_response(204)
+                self.end_headers()
+                self._record(204, 0, body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="payload-server", daemon=True)
+        self._thread.start()
+
+    def add_payload(self, name: str, size: int, seed: int = 0) -> str:
+        """Register `size` pseudo-random bytes under /payload/<name>; returns their sha256."""
+        data = random.Random(seed).randbytes(size)
+        self.payloads[name] = data
+        return hashlib.sha256(data).hexdigest()
+
+    def url(self, path: str, for_guest: bool = True) -> str:
+        host = GUEST_VIEW_OF_HOST if for_guest else "127.0.0.1"
+        return f"http://{host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> PayloadServer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
