@@ -45,6 +45,7 @@ vm: setup
 
 bench: setup
 	$(BIN)/python bench/boot_overhead.py
+	$(BIN)/python bench/net_throughput.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

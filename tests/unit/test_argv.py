@@ -90,3 +90,37 @@ def test_prefix_install_runs_through_its_own_loader(tmp_path: Path) -> None:
     ]
     assert install.data_args() == ["-L", str(tmp_path / "usr/share/qemu")]
     assert install.env()["QEMU_MODULE_DIR"] == str(libdir / "qemu")
+
+
+def test_user_net_binds_loopback_port_zero_and_restricts_by_default() -> None:
+    from harness.net import Forward, UserNet
+
+    spec = MachineSpec("x86_64", "q35", nics=(UserNet(forwards=(Forward(80), Forward(53, "udp"))),))
+    argv = build_argv(spec, ["q"], [], FDS)
+    assert option_values(argv, "-netdev") == [
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:80,hostfwd=udp:127.0.0.1:0-:53"
+    ]
+    assert option_values(argv, "-device") == ["virtio-net-pci,netdev=net0"]
+    assert "-nic" not in argv
+
+
+def test_dgram_link_passes_its_fd() -> None:
+    from harness.net import DgramLink, UserNet
+
+    spec = MachineSpec("riscv64", "virt", nics=(UserNet(restrict=False), DgramLink(11, mac="52:54:00:00:00:02")))
+    argv = build_argv(spec, ["q"], [], FDS)
+    assert option_values(argv, "-netdev") == ["user,id=net0,restrict=off", "dgram,id=net1,local.type=fd,local.str=11"]
+    assert option_values(argv, "-device")[1] == "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02"
+    assert spec.pass_fds() == (11,)
+
+
+def test_forwarded_ports_are_read_back_from_info_usernet() -> None:
+    from harness.net import parse_usernet
+
+    text = """Hub -1 (net0):
+  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
+  TCP[HOST_FORWARD]  11       127.0.0.1 46091       10.0.2.15    80     0     0
+  UDP[HOST_FORWARD]   3       127.0.0.1 41201       10.0.2.15    53     0     0
+  TCP[ESTABLISHED]   25       10.0.2.15 40000        10.0.2.2  8080     0     0
+"""
+    assert parse_usernet(text) == {("tcp", 80): 46091, ("udp", 53): 41201}
