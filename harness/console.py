@@ -25,13 +25,19 @@ import pexpect.fdpexpect
 
 from harness.deadline import Deadline
 from harness.errors import ConsoleTimeout, GuestError, GuestGone, GuestPanic
+from harness.timeline import Timeline
 
-ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][A-Za-z0-9]|[=>78cDEHM])")
+ANSI = re.compile(r"\x1b(\[[0-9;?=>]*[ -/]*[@-~]|\][^\x07]*\x07|[()][A-Za-z0-9]|[=>78cDEHM])")
 
 DEFAULT_BAD_PATTERNS: dict[str, str] = {
     "kernel panic": r"Kernel panic - not syncing[^\n]*",
     "kernel Oops": r"(?:Internal error: )?Oops[^\n]*:[^\n]*",
     "kernel BUG": r"(?m)^\[?[ \d.\]]*BUG: [^\n]*",
+    # Secure boot refusing an image is named as such (listed before the generic UEFI failure, which
+    # matches the same line: on a tie the first label wins).
+    "security violation": r"BdsDxe: failed to load [^\n]*(?:Access Denied|Security Violation)[^\n]*",
+    "UEFI boot failure": r"BdsDxe: failed to load [^\n]*",
+    "boot failure": r"Boot failed[^\n]*|No bootable device[^\n]*",
     "firmware error": r"## Error[^\n]*|Synchronous Exception[^\n]*|ASSERT_EFI_ERROR[^\n]*",
 }
 TAIL_CHARS = 4000
@@ -93,6 +99,7 @@ class Console:
         self.buffer = ""  # cleaned, not yet consumed by a match
         self.history = ""  # cleaned, last TAIL_CHARS characters, for error messages
         self.bad_patterns: dict[str, str] = dict(DEFAULT_BAD_PATTERNS)
+        self.timelines: list[Timeline] = []
         self._eof = False
         self._scanned = 0  # buffer index up to which the current wait's patterns found nothing
         self._bad_scanned = 0  # likewise for the bad patterns
@@ -101,6 +108,9 @@ class Console:
     # -- reading -------------------------------------------------------------------------------
     def _feed(self, raw: str) -> None:
         text = clean(raw)
+        now = time.monotonic() - self.t0
+        for timeline in self.timelines:
+            timeline.observe(text, now)
         self._transcript.write(text)
         self.buffer += text
         self.history = (self.history + text)[-TAIL_CHARS:]
@@ -150,15 +160,20 @@ class Console:
         return self.history
 
     # -- matching ------------------------------------------------------------------------------
-    def _first_bad(self) -> tuple[int, str, str] | None:
+    def _first_bad(self, final: bool = False) -> tuple[int, str, str] | None:
+        """The earliest bad pattern in text not yet scanned. Only complete lines are judged (a line cut
+        between two reads could match a vaguer pattern than its whole), unless `final`: QEMU is gone."""
         found = None
         start = max(0, self._bad_scanned - MATCH_SPAN)
+        end = len(self.buffer) if final else self.buffer.rfind("\n") + 1
+        if end <= start:
+            return None
         for label, pattern in self.bad_patterns.items():
-            hit = re.compile(pattern).search(self.buffer, start)
+            hit = re.compile(pattern).search(self.buffer, start, end)
             if hit and (found is None or hit.start() < found[0]):
                 found = (hit.start(), label, hit.group(0).strip())
         if found is None:
-            self._bad_scanned = len(self.buffer)
+            self._bad_scanned = end
         return found
 
     def expect(self, patterns: str | list[str], deadline: Deadline, what: str | None = None) -> Match:
@@ -187,7 +202,7 @@ class Console:
             dead = self._is_dead()
             if dead is not None:
                 self._drain()
-                bad = self._first_bad()
+                bad = self._first_bad(final=True)
                 if bad is not None:
                     self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]} ({dead})", what)
                 self._fail(GuestGone, dead, what)
@@ -201,7 +216,7 @@ class Console:
                     time.sleep(0.025)
                 dead = self._is_dead() or "console closed (end of file)"
                 self._drain()
-                bad = self._first_bad()
+                bad = self._first_bad(final=True)
                 if bad is not None:
                     self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]} ({dead})", what)
                 self._fail(GuestGone, dead, what)

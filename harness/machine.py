@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import dataclasses
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +32,8 @@ from harness.errors import GuestGone, LaunchError, describe_exit
 from harness.net import parse_usernet
 from harness.qemu import QemuInstall
 from harness.qmp import QmpMonitor
-from harness.spec import HarnessFds, MachineSpec, build_argv
+from harness.spec import HarnessFds, MachineSpec, Pflash, build_argv, validate
+from harness.timeline import Timeline
 
 PR_SET_PDEATHSIG = 1
 _live: set[Machine] = set()
@@ -58,8 +61,11 @@ def live_machines() -> list[Machine]:
 
 
 class Machine:
-    def __init__(self, spec: MachineSpec, qemu: QemuInstall, workdir: Path, name: str = "vm"):
+    def __init__(
+        self, spec: MachineSpec, qemu: QemuInstall, workdir: Path, name: str = "vm", timeline: Timeline | None = None
+    ):
         self.spec = spec
+        self.timeline = timeline or Timeline([])
         self.qemu = qemu
         self.workdir = workdir
         self.name = name
@@ -74,7 +80,21 @@ class Machine:
         workdir.mkdir(parents=True, exist_ok=True)
 
     # -- start ---------------------------------------------------------------------------------
+    def _private_flash(self) -> MachineSpec:
+        """The spec with every writable pflash bank replaced by this VM's own copy of it."""
+        banks = []
+        for unit, flash in enumerate(self.spec.pflash):
+            if flash.readonly:
+                banks.append(flash)
+                continue
+            copy = self.workdir / f"pflash{unit}-{flash.path.name}"
+            shutil.copyfile(flash.path, copy)
+            banks.append(Pflash(copy, readonly=False))
+        return dataclasses.replace(self.spec, pflash=tuple(banks))
+
     def start(self, qmp_timeout: float = 30.0) -> Machine:
+        validate(self.spec)
+        self.spec = self._private_flash()
         console_ours, console_theirs = socket.socketpair()
         qmp_ours, qmp_theirs = socket.socketpair()
         self._sockets = [console_ours, qmp_ours]
@@ -115,6 +135,7 @@ class Machine:
                 f"QMP handshake failed: {error!r}", self.argv, self.returncode, self.output()
             ) from error
         self._console = Console(console_ours.fileno(), self.workdir / "console.log", self.t0, self.death_reason)
+        self._console.timelines.append(self.timeline)
         return self
 
     # -- state ---------------------------------------------------------------------------------
@@ -221,6 +242,7 @@ class Machine:
             "exit": describe_exit(self.returncode),
             "stopped_by_harness": self.stopped_by_us,
             "qmp_events": [e.name for e in (self._qmp.events if self._qmp else [])],
+            "timeline": self.timeline.as_dict(),
         }
         (self.workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 

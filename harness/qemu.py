@@ -94,6 +94,31 @@ class QemuInstall:
         return tuple(int(x) for x in match.groups(default="0"))
 
 
+    def refusal(self, arch: str, args: tuple[str, ...]) -> str | None:
+        """Why this QEMU refuses `args` (machine options, devices...), or None if it accepts them.
+
+        QEMU is started paused (-S) with the args and told over QMP on stdin to quit, so a capability is
+        found by asking this very binary, not by comparing version numbers.
+        """
+        return _refusal(tuple(self.command(arch)), tuple(self.data_args()), args, tuple(sorted(self.env().items())))
+
+
+@functools.cache
+def _refusal(
+    command: tuple[str, ...], data: tuple[str, ...], args: tuple[str, ...], env: tuple[tuple[str, str], ...]
+) -> str | None:
+    argv = [*command, *data, "-S", "-nodefaults", "-display", "none", "-qmp", "stdio", *args]
+    script = '{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
+    try:
+        done = subprocess.run(argv, input=script, capture_output=True, text=True, env=dict(env), timeout=30,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return "QEMU did not answer a paused start within 30 s"
+    if done.returncode == 0:
+        return None
+    return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+
+
 @functools.cache
 def _version(command: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> str:
     try:

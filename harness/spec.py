@@ -2,7 +2,12 @@
 
 The harness always owns the console and the monitor: serial and QMP are socket chardevs on file
 descriptors the harness passes in (socketpairs), `-nodefaults` removes every device we did not ask for,
-`-display none` and `-no-reboot` make a reset end the VM instead of looping.
+and `-no-reboot` makes a reset end the VM instead of looping. `-nographic` rather than `-display none`:
+with -nodefaults and our own -serial it adds no stdio device, and it is what makes SeaBIOS print to the
+serial port (its "sercon"), so firmware output reaches the console and the timeline.
+
+Flash firmware goes through `-blockdev` nodes named by the machine's pflash0/pflash1 properties, the
+one form every board here accepts (riscv64 virt needs it).
 """
 
 from __future__ import annotations
@@ -10,15 +15,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import MachineError
 from harness.net import Nic, nic_args
+
+MIB = 1024 * 1024
+# Boards whose flash banks have a fixed size; QEMU's own error comes late and says little.
+PFLASH_SIZE = {("aarch64", "virt"): 64 * MIB, ("riscv64", "virt"): 32 * MIB}
+
+
+class SpecError(MachineError):
+    """The spec cannot work; found before QEMU is started."""
 
 
 @dataclass(frozen=True)
 class Pflash:
-    """One pflash unit: CODE read-only, VARS a writable per-VM copy."""
+    """One flash bank. A writable bank (VARS) is copied from `path` into the VM's work folder first, so
+    no two VMs ever share one and the template stays as it is."""
 
     path: Path
     readonly: bool
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: Path
+    snapshot: bool = True  # writes go to a temporary overlay: the image in the store is never changed
+    interface: str = "virtio-blk-pci"
+    readonly: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,9 @@ class MachineSpec:
     append: str | None = None
     bios: Path | None = None
     pflash: tuple[Pflash, ...] = ()
+    disks: tuple[Disk, ...] = ()
+    machine_options: tuple[str, ...] = ()  # e.g. "smm=on", "acpi=off"
+    globals: tuple[str, ...] = ()  # values of -global
     devices: tuple[str, ...] = ()  # values of -device
     extra_args: tuple[str, ...] = ()  # anything else, appended last
     nics: tuple[Nic, ...] = ()  # none: `-nic none`, so nothing (UEFI PXE, say) waits on a network
@@ -52,20 +78,55 @@ class HarnessFds:
     pidfile: Path
 
 
+def validate(spec: MachineSpec) -> None:
+    """Refuse what cannot boot, with a clear reason, before anything is started."""
+    for item in (spec.kernel, spec.initrd, spec.bios, *(f.path for f in spec.pflash), *(d.path for d in spec.disks)):
+        if item is not None and not item.exists():
+            raise SpecError(f"{spec.describe()}: {item} does not exist")
+    required = PFLASH_SIZE.get((spec.arch, spec.machine))
+    for unit, flash in enumerate(spec.pflash):
+        size = flash.path.stat().st_size
+        if required is not None and size != required:
+            raise SpecError(
+                f"pflash{unit} {flash.path.name} is {size} bytes; {spec.arch} {spec.machine} needs exactly "
+                f"{required} ({required // MIB} MiB): pad the image or use the firmware's own flash files"
+            )
+    if len(spec.pflash) > 2:
+        raise SpecError(f"{len(spec.pflash)} pflash banks given; boards have two (CODE, VARS)")
+
+
+def machine_args(spec: MachineSpec) -> list[str]:
+    machine = [spec.machine, *spec.machine_options]
+    machine += [f"pflash{unit}=pflash{unit}" for unit in range(len(spec.pflash))]
+    return ["-machine", ",".join(machine)]
+
+
+def pflash_args(spec: MachineSpec, force_read_only: bool = False) -> list[str]:
+    args: list[str] = []
+    for unit, flash in enumerate(spec.pflash):
+        read_only = "on" if flash.readonly or force_read_only else "off"
+        args += ["-blockdev", f"node-name=pflash{unit},driver=file,filename={flash.path},read-only={read_only}"]
+    return args
+
+
 def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds: HarnessFds) -> list[str]:
-    argv = [*command, *data_args]
-    argv += ["-machine", spec.machine, "-accel", spec.accel]
+    argv = [*command, *data_args, *machine_args(spec), "-accel", spec.accel]
     if spec.cpu:
         argv += ["-cpu", spec.cpu]
     argv += ["-m", str(spec.memory_mib), "-smp", str(spec.smp)]
-    argv += ["-nodefaults", "-display", "none", "-no-reboot", "-pidfile", str(fds.pidfile)]
+    argv += ["-nodefaults", "-nographic", "-no-reboot", "-pidfile", str(fds.pidfile)]
     argv += ["-chardev", f"socket,id=console,fd={fds.console_fd}", "-serial", "chardev:console"]
     argv += ["-chardev", f"socket,id=qmp,fd={fds.qmp_fd}", "-mon", "chardev=qmp,mode=control"]
+    for value in spec.globals:
+        argv += ["-global", value]
     if spec.bios:
         argv += ["-bios", str(spec.bios)]
-    for unit, flash in enumerate(spec.pflash):
-        readonly = ",readonly=on" if flash.readonly else ""
-        argv += ["-drive", f"if=pflash,format=raw,unit={unit}{readonly},file={flash.path}"]
+    argv += pflash_args(spec)
+    for index, disk in enumerate(spec.disks):
+        options = f"file={disk.path},format=raw,if=none,id=disk{index}"
+        options += ",snapshot=on" if disk.snapshot else ""
+        options += ",readonly=on" if disk.readonly else ""
+        argv += ["-drive", options, "-device", f"{disk.interface},drive=disk{index}"]
     if spec.kernel:
         argv += ["-kernel", str(spec.kernel)]
     if spec.initrd:

@@ -22,7 +22,13 @@ from rich.table import Table
 from harness.deadline import Deadline
 from harness.errors import MachineError
 from images.debian.apt import PrivateApt
-from images.debian.lock import DEFAULT_LOCK, resolve_lock
+from images.debian.lock import (
+    DEFAULT_SUITE,
+    FIRMWARE_SUITES,
+    lock_path,
+    resolve_firmware_lock,
+    resolve_lock,
+)
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
 from matrix.lab import Lab, Unavailable
@@ -93,10 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     store = Store()
-    apt = PrivateApt(store.root / "apt" / "trixie", find_mirror(), "trixie")
-    lock = resolve_lock(apt, args.lock)
-    lock.write()
-    out.print(f"wrote {args.lock}: " + ", ".join(f"{k} ({len(v)})" for k, v in sorted(lock.sets.items())))
+    mirror = find_mirror()
+    for suite in FIRMWARE_SUITES:
+        apt = PrivateApt(store.root / "apt" / suite, mirror, suite)
+        path = lock_path(suite)
+        lock = resolve_lock(apt, path) if suite == DEFAULT_SUITE else resolve_firmware_lock(apt, path)
+        lock.write()
+        out.print(f"wrote {path}: " + ", ".join(f"{k} ({len(v)})" for k, v in sorted(lock.sets.items())))
     return 0
 
 
@@ -130,8 +139,7 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--arch", action="append", default=[])
         command.set_defaults(func=func)
     sub.choices["run"].add_argument("--results", type=Path, default=Path("results"))
-    lock = sub.add_parser("lock")
-    lock.add_argument("--lock", type=Path, default=DEFAULT_LOCK)
+    lock = sub.add_parser("lock", help="re-resolve the Debian packages of every suite and rewrite the lock files")
     lock.set_defaults(func=cmd_lock)
     cache = sub.add_parser("cache")
     cache.add_argument("action", choices=["list", "prune"])

@@ -8,6 +8,7 @@ from the cell's values and stable across runs.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,12 +18,16 @@ DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
 
 Arch = Literal["x86_64", "aarch64", "riscv64"]
 
-# Which firmware a guest arch can boot with, and through which media. Grows with the firmware issue.
+# Which firmware a guest arch can boot with, and through which media (matrix/profiles.py says how).
 SUPPORTED: dict[str, dict[str, set[str]]] = {
-    "x86_64": {"seabios": {"direct"}},
-    "aarch64": {"virt": {"direct"}},
-    "riscv64": {"opensbi": {"direct"}},
+    "x86_64": {"seabios": {"direct", "stick"}, "ovmf": {"direct", "stick"}, "ovmf-secboot": {"stick"}},
+    "aarch64": {"virt": {"direct"}, "aavmf": {"direct", "stick"}, "uboot": {"stick"}},
+    "riscv64": {"opensbi": {"direct"}, "uboot": {"stick"}, "edk2": {"direct", "stick"}},
 }
+FIRMWARE_SETS = ("trixie", "bookworm")
+DEFAULT_FIRMWARE_SET = "trixie"
+# Cells that boot no firmware at all: the firmware set does not apply to them.
+NO_FIRMWARE = {("aarch64", "virt")}
 
 
 class MatrixError(Exception):
@@ -34,7 +39,8 @@ class Cell(BaseModel):
 
     arch: Arch
     firmware: str
-    media: Literal["direct"] = "direct"
+    media: Literal["direct", "stick"] = "direct"
+    firmware_set: Literal["trixie", "bookworm"] = "trixie"
     qemu: Literal["pinned", "host"] = "pinned"
     accel: Literal["auto", "tcg", "kvm"] = "auto"
     memory_mib: int = Field(512, ge=64, le=16384)
@@ -48,11 +54,14 @@ class Cell(BaseModel):
             raise ValueError(f"firmware {self.firmware!r} is not available for {self.arch} (have: {sorted(firmwares)})")
         if self.media not in firmwares[self.firmware]:
             raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
+        if (self.arch, self.firmware) in NO_FIRMWARE and self.firmware_set != DEFAULT_FIRMWARE_SET:
+            raise ValueError(f"firmware_set does not apply to {self.arch}/{self.firmware}, which boots no firmware")
         return self
 
     @property
     def id(self) -> str:
-        suffix = "" if self.qemu == "pinned" else f"-{self.qemu}"
+        suffix = "" if self.firmware_set == DEFAULT_FIRMWARE_SET else f"-{self.firmware_set}"
+        suffix += "" if self.qemu == "pinned" else f"-{self.qemu}"
         return f"{self.arch}-{self.firmware}-{self.media}{suffix}"
 
 
@@ -107,6 +116,17 @@ def _format(path: Path, error: ValidationError, prefix: str = "") -> str:
             message = "unknown key"
         lines.append(f"{path}: {where}: {message}")
     return "\n".join(lines)
+
+
+def matches(cell: Cell, filters: Mapping[str, object]) -> bool:
+    """Whether the cell's fields equal the filters (a list or tuple value means any of them)."""
+    for key, wanted in filters.items():
+        value = getattr(cell, key)
+        if isinstance(wanted, list | tuple | set) and value not in wanted:
+            return False
+        if not isinstance(wanted, list | tuple | set) and value != wanted:
+            return False
+    return True
 
 
 def select(cells: list[Cell], arches: list[str] | None = None, ids: list[str] | None = None) -> list[Cell]:

@@ -25,8 +25,9 @@ from harness.guestnet import GuestNet
 from harness.machine import Machine, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
+from harness.spec import MachineSpec
 from matrix.lab import BootRecord, Lab, Unavailable
-from matrix.model import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, select
+from matrix.model import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, matches, select
 
 STRICT_ENV = "BOOTMATRIX_STRICT"
 
@@ -62,15 +63,18 @@ def selected_cells(config: pytest.Config) -> list[Cell]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: boots a real QEMU guest")
-    config.addinivalue_line("markers", "bootmatrix_arches(*arches): run a `cell` test only for cells of these arches")
+    config.addinivalue_line(
+        "markers",
+        "bootmatrix_cells(**filters): run a `cell` test only for cells whose fields match "
+        "(a list means any of its values), e.g. bootmatrix_cells(media='direct', arch=['riscv64'])",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cell" in metafunc.fixturenames:
         cells = selected_cells(metafunc.config)
-        marker = metafunc.definition.get_closest_marker("bootmatrix_arches")
-        if marker is not None:
-            cells = [c for c in cells if c.arch in marker.args]
+        for marker in metafunc.definition.iter_markers("bootmatrix_cells"):
+            cells = [c for c in cells if matches(c, marker.kwargs)]
         metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
 
@@ -144,26 +148,39 @@ def _test_dir(results: Path, nodeid: str) -> Path:
     return results / safe
 
 
+VMFactory = Callable[..., VM]
+
+
 @pytest.fixture
-def vm(
-    request: pytest.FixtureRequest, cell: Cell, bootmatrix_lab: Lab, bootmatrix_results: Path
-) -> Iterator[Callable[..., VM]]:
-    """Factory of booted guests; a test that uses it runs once per selected cell."""
+def bootmatrix_vms(
+    request: pytest.FixtureRequest, bootmatrix_lab: Lab, bootmatrix_results: Path
+) -> Iterator[VMFactory]:
+    """Factory of guests for any cell: `bootmatrix_vms(cell, name=, boot=, nics=, customize=)`.
+
+    `customize(spec) -> spec` changes the MachineSpec before launch (a negative test swaps a disk or a
+    flash bank). `boot=False` returns the machine started, not waited on. Every machine is stopped at
+    the end of the test; their work folders stay under the results folder.
+    """
     test_dir = _test_dir(bootmatrix_results, request.node.nodeid)
     shutil.rmtree(test_dir, ignore_errors=True)
     started: list[VM] = []
 
     def factory(
-        other_cell: Cell | None = None, name: str = "vm", boot: bool = True, nics: tuple[Nic, ...] = ()
+        cell: Cell,
+        name: str = "vm",
+        boot: bool = True,
+        nics: tuple[Nic, ...] = (),
+        customize: Callable[[MachineSpec], MachineSpec] | None = None,
     ) -> VM:
-        chosen = other_cell or cell
         try:
-            machine, record = bootmatrix_lab.machine(chosen, test_dir / name, name, nics)
+            machine, record = bootmatrix_lab.machine(cell, test_dir / name, name, nics)
         except Unavailable as error:
             if _strict(request.config):
-                pytest.fail(f"{chosen.id} cannot run here: {error}", pytrace=False)
-            pytest.skip(f"{chosen.id} cannot run here: {error}")
-        guest = VM(machine, record, chosen, bootmatrix_lab.boot_budget(chosen, record.accel))
+                pytest.fail(f"{cell.id} cannot run here: {error}", pytrace=False)
+            pytest.skip(f"{cell.id} cannot run here: {error}")
+        if customize is not None:
+            machine.spec = customize(machine.spec)
+        guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel))
         started.append(guest)
         machine.start()
         if boot:
@@ -174,6 +191,17 @@ def vm(
     for guest in started:
         guest.machine.stop()
     request.node.user_properties.append(("bootmatrix_workdirs", [str(g.workdir) for g in started]))
+
+
+@pytest.fixture
+def vm(cell: Cell, bootmatrix_vms: VMFactory) -> VMFactory:
+    """Factory of booted guests of this test's cell; a test that uses it runs once per selected cell.
+    `vm(other_cell)` boots another cell instead; keyword arguments are those of bootmatrix_vms."""
+
+    def factory(other_cell: Cell | None = None, **options: object) -> VM:
+        return bootmatrix_vms(other_cell or cell, **options)
+
+    return factory
 
 
 @pytest.hookimpl(hookwrapper=True)

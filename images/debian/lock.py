@@ -11,9 +11,18 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from images.debian.apt import PackageRef, PrivateApt, host_debian_arch
+from images.debian.apt import AptError, PackageRef, PrivateApt, host_debian_arch
 
-DEFAULT_LOCK = Path(__file__).with_name("trixie.lock.json")
+DEFAULT_SUITE = "trixie"
+# Firmware sets: the default one, and an older one kept for side-by-side regression comparisons.
+FIRMWARE_SUITES = ("trixie", "bookworm")
+
+
+def lock_path(suite: str) -> Path:
+    return Path(__file__).with_name(f"{suite}.lock.json")
+
+
+DEFAULT_LOCK = lock_path(DEFAULT_SUITE)
 
 # Debian architecture of each guest architecture.
 GUEST_DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}
@@ -24,6 +33,13 @@ KERNEL_METAPACKAGE = {
     "riscv64": "linux-image-riscv64",
 }
 QEMU_PACKAGES = ["qemu-system-x86", "qemu-system-arm", "qemu-system-riscv"]
+# Firmware of a firmware set (all Architecture: all). A package the suite lacks is left out of its set
+# (bookworm has no qemu-efi-riscv64), and cells that need it say so when they are skipped.
+FIRMWARE_PACKAGES = ["seabios", "ovmf", "qemu-efi-aarch64", "qemu-efi-riscv64", "opensbi", "u-boot-qemu"]
+FIRMWARE_SET = "firmware"
+# What builds the boot stick: syslinux (installer for the host arch, modules arch-independent) and
+# systemd-boot for each guest arch.
+STICK_TOOLS_SET = "stick-tools"
 
 
 class LockError(Exception):
@@ -92,11 +108,31 @@ class Lockfile:
 
 
 def _locked(apt: PrivateApt, refs: list[PackageRef]) -> list[LockedPackage]:
-    fields = apt.show(refs)
-    missing = [r.spec for r in refs if r not in fields]
-    if missing:
-        raise LockError(f"apt-cache show did not describe {missing}")
-    return [LockedPackage(r.name, r.arch, r.version, fields[r]["SHA256"], int(fields[r]["Size"])) for r in refs]
+    described = apt.show(refs)
+    locked = []
+    for ref in refs:
+        fields = described.get(ref) or described.get(PackageRef(ref.name, "all", ref.version))
+        if fields is None:
+            raise LockError(f"apt-cache show did not describe {ref.spec}")
+        arch = fields["Architecture"]
+        locked.append(LockedPackage(ref.name, arch, ref.version, fields["SHA256"], int(fields["Size"])))
+    return locked
+
+
+def _firmware(apt: PrivateApt) -> list[LockedPackage]:
+    refs = []
+    for package in FIRMWARE_PACKAGES:
+        try:
+            refs.append(apt.candidate(package, apt.native))
+        except AptError:
+            continue
+    return _locked(apt, refs)
+
+
+def resolve_firmware_lock(apt: PrivateApt, path: Path) -> Lockfile:
+    """A firmware-only lock, for the older firmware sets."""
+    apt.update()
+    return Lockfile(apt.suite, {FIRMWARE_SET: _firmware(apt)}, path)
 
 
 def resolve_lock(apt: PrivateApt, path: Path = DEFAULT_LOCK) -> Lockfile:
@@ -113,4 +149,8 @@ def resolve_lock(apt: PrivateApt, path: Path = DEFAULT_LOCK) -> Lockfile:
     host = host_debian_arch()
     closure = apt.closure([f"{p}:{host}" for p in QEMU_PACKAGES])
     sets[qemu_set(host)] = _locked(apt, sorted(closure, key=lambda r: (r.name, r.arch)))
+    sets[FIRMWARE_SET] = _firmware(apt)
+    tools = [apt.candidate("syslinux", host), apt.candidate("syslinux-common", host)]
+    tools += [apt.candidate("systemd-boot-efi", arch) for arch in GUEST_DEBIAN_ARCH.values()]
+    sets[STICK_TOOLS_SET] = _locked(apt, tools)
     return Lockfile(apt.suite, sets, path)

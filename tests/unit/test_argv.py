@@ -8,9 +8,10 @@ import pytest
 
 from harness.qemu import QemuInstall
 from harness.spec import HarnessFds, MachineSpec, Pflash, build_argv
+from images.recipes.firmware import FirmwareSet
 from images.recipes.minimal import MinimalImage
 from matrix.model import Cell
-from matrix.profiles import spec_for
+from matrix.profiles import BootMedia, spec_for
 
 FDS = HarnessFds(console_fd=7, qmp_fd=9, pidfile=Path("/w/qemu.pid"))
 
@@ -19,20 +20,36 @@ def image(arch: str) -> MinimalImage:
     return MinimalImage(arch, Path(f"/img/{arch}/kernel"), Path(f"/img/{arch}/initramfs.cpio"), "6.12")
 
 
+FIRMWARE_ROOT = Path("/fw")
+
+
+class FakeFirmware(FirmwareSet):
+    """A firmware set whose files need not exist: argv building only names them."""
+
+    def file(self, relative: str, what: str) -> Path:
+        return self.root / relative
+
+
+def media(arch: str) -> BootMedia:
+    return BootMedia(image(arch), FakeFirmware("trixie", FIRMWARE_ROOT, {}))
+
+
 def option_values(argv: list[str], option: str) -> list[str]:
     return [argv[i + 1] for i, word in enumerate(argv) if word == option]
 
 
 @pytest.mark.parametrize(
-    ("arch", "firmware", "machine", "cpu", "console"),
+    ("arch", "firmware", "machine", "cpu", "console", "bios"),
     [
-        ("x86_64", "seabios", "q35", None, "ttyS0"),
-        ("aarch64", "virt", "virt", "cortex-a57", "ttyAMA0"),
-        ("riscv64", "opensbi", "virt", None, "ttyS0"),
+        ("x86_64", "seabios", "q35", None, "ttyS0", "usr/share/seabios/bios-256k.bin"),
+        ("aarch64", "virt", "virt", "cortex-a57", "ttyAMA0", None),
+        ("riscv64", "opensbi", "virt", None, "ttyS0", "usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"),
     ],
 )
-def test_direct_kernel_argv_per_arch(arch: str, firmware: str, machine: str, cpu: str | None, console: str) -> None:
-    spec = spec_for(Cell(arch=arch, firmware=firmware), image(arch), "tcg")  # type: ignore[arg-type]
+def test_direct_kernel_argv_per_arch(  # noqa: PLR0917 - one argument per parametrized column
+    arch: str, firmware: str, machine: str, cpu: str | None, console: str, bios: str | None
+) -> None:
+    spec = spec_for(Cell(arch=arch, firmware=firmware), media(arch), "tcg")  # type: ignore[arg-type]
     argv = build_argv(spec, [f"qemu-system-{arch}"], [], FDS)
     assert argv[0] == f"qemu-system-{arch}"
     assert option_values(argv, "-machine") == [machine]
@@ -46,15 +63,15 @@ def test_direct_kernel_argv_per_arch(arch: str, firmware: str, machine: str, cpu
     assert option_values(argv, "-chardev") == ["socket,id=console,fd=7", "socket,id=qmp,fd=9"]
     assert option_values(argv, "-serial") == ["chardev:console"]
     assert option_values(argv, "-mon") == ["chardev=qmp,mode=control"]
-    for flag in ("-nodefaults", "-no-reboot"):
+    for flag in ("-nodefaults", "-no-reboot", "-nographic"):
         assert flag in argv
-    assert option_values(argv, "-display") == ["none"]
     assert option_values(argv, "-pidfile") == ["/w/qemu.pid"]
     assert option_values(argv, "-nic") == ["none"]
+    assert option_values(argv, "-bios") == ([str(FIRMWARE_ROOT / bios)] if bios else [])
 
 
 def test_x86_gets_pvpanic_so_panics_reach_qmp() -> None:
-    spec = spec_for(Cell(arch="x86_64", firmware="seabios"), image("x86_64"), "kvm")
+    spec = spec_for(Cell(arch="x86_64", firmware="seabios"), media("x86_64"), "kvm")
     argv = build_argv(spec, ["q"], [], FDS)
     assert option_values(argv, "-device") == ["pvpanic"]
     assert option_values(argv, "-accel") == ["kvm"]
@@ -62,17 +79,55 @@ def test_x86_gets_pvpanic_so_panics_reach_qmp() -> None:
 
 def test_memory_smp_and_extra_append_come_from_the_cell() -> None:
     cell = Cell(arch="riscv64", firmware="opensbi", memory_mib=1024, smp=2, append="quiet")
-    argv = build_argv(spec_for(cell, image("riscv64"), "tcg"), ["q"], [], FDS)
+    argv = build_argv(spec_for(cell, media("riscv64"), "tcg"), ["q"], [], FDS)
     assert option_values(argv, "-m") == ["1024"] and option_values(argv, "-smp") == ["2"]
     assert option_values(argv, "-append")[0].endswith(" quiet")
 
 
-def test_pflash_units_in_order_and_code_read_only() -> None:
-    spec = MachineSpec("aarch64", "virt", pflash=(Pflash(Path("/c.fd"), True), Pflash(Path("/v.fd"), False)))
-    assert option_values(build_argv(spec, ["q"], [], FDS), "-drive") == [
-        "if=pflash,format=raw,unit=0,readonly=on,file=/c.fd",
-        "if=pflash,format=raw,unit=1,file=/v.fd",
+def test_stick_cells_boot_a_snapshotted_disk_not_a_kernel() -> None:
+    stick = Path("/cache/stick.img")
+    cell = Cell(arch="riscv64", firmware="uboot", media="stick")
+    spec = spec_for(cell, BootMedia(image("riscv64"), FakeFirmware("trixie", FIRMWARE_ROOT, {}), stick), "tcg")
+    argv = build_argv(spec, ["q"], [], FDS)
+    assert option_values(argv, "-drive") == ["file=/cache/stick.img,format=raw,if=none,id=disk0,snapshot=on"]
+    # S-mode U-Boot is OpenSBI's payload: -bios OpenSBI, -kernel U-Boot, no initrd or append of ours.
+    opensbi = FIRMWARE_ROOT / "usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
+    assert option_values(argv, "-bios") == [str(opensbi)]
+    assert option_values(argv, "-kernel") == [str(FIRMWARE_ROOT / "usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin")]
+    assert option_values(argv, "-initrd") == [] and option_values(argv, "-append") == []
+
+
+def test_pflash_banks_are_blockdev_nodes_named_by_the_machine() -> None:
+    spec = MachineSpec("riscv64", "virt", machine_options=("acpi=off",),
+                       pflash=(Pflash(Path("/c.fd"), True), Pflash(Path("/v.fd"), False)))
+    argv = build_argv(spec, ["q"], [], FDS)
+    assert option_values(argv, "-machine") == ["virt,acpi=off,pflash0=pflash0,pflash1=pflash1"]
+    assert option_values(argv, "-blockdev") == [
+        "node-name=pflash0,driver=file,filename=/c.fd,read-only=on",
+        "node-name=pflash1,driver=file,filename=/v.fd,read-only=off",
     ]
+
+
+def test_disks_are_snapshotted_virtio_by_default() -> None:
+    from harness.spec import Disk
+
+    spec = MachineSpec("x86_64", "q35", disks=(Disk(Path("/stick.img")),))
+    argv = build_argv(spec, ["q"], [], FDS)
+    assert option_values(argv, "-drive") == ["file=/stick.img,format=raw,if=none,id=disk0,snapshot=on"]
+    assert option_values(argv, "-device") == ["virtio-blk-pci,drive=disk0"]
+
+
+def test_wrong_pflash_size_is_refused_before_launch(tmp_path: Path) -> None:
+    from harness.spec import SpecError, validate
+
+    code, small_vars = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
+    code.write_bytes(b"\0" * 64 * 1024 * 1024)
+    small_vars.write_bytes(b"\0" * 2 * 1024 * 1024)
+    spec = MachineSpec("aarch64", "virt", pflash=(Pflash(code, True), Pflash(small_vars, False)))
+    with pytest.raises(SpecError, match=r"pflash1 VARS.fd is 2097152 bytes; aarch64 virt needs exactly 67108864"):
+        validate(spec)
+    with pytest.raises(SpecError, match="does not exist"):
+        validate(MachineSpec("x86_64", "q35", kernel=tmp_path / "missing"))
 
 
 def test_prefix_install_runs_through_its_own_loader(tmp_path: Path) -> None:

@@ -17,8 +17,21 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_default_matrix_ids_are_stable_and_sorted() -> None:
     ids = [c.id for c in load_matrix(DEFAULT_MATRIX)]
-    assert ids == ["aarch64-virt-direct", "riscv64-opensbi-direct", "x86_64-seabios-direct"]
+    assert ids == [
+        "aarch64-aavmf-direct", "aarch64-aavmf-stick", "aarch64-uboot-stick", "aarch64-virt-direct",
+        "riscv64-edk2-direct", "riscv64-edk2-stick", "riscv64-opensbi-direct", "riscv64-uboot-stick",
+        "x86_64-ovmf-direct", "x86_64-ovmf-stick", "x86_64-seabios-direct", "x86_64-seabios-stick",
+    ]
     assert ids == [c.id for c in load_matrix(DEFAULT_MATRIX)]
+
+
+def test_firmware_set_is_part_of_the_id_and_refused_where_no_firmware_runs(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[cell]]\narch = "x86_64"\nfirmware = "ovmf"\nmedia = "stick"\n'
+                           'firmware_set = "bookworm"\n')
+    assert [c.id for c in load_matrix(path)] == ["x86_64-ovmf-stick-bookworm"]
+    path = write(tmp_path, '[[cell]]\narch = "aarch64"\nfirmware = "virt"\nfirmware_set = "bookworm"\n')
+    with pytest.raises(MatrixError, match=r"cell\[0\]: firmware_set does not apply to aarch64/virt"):
+        load_matrix(path)
 
 
 def test_defaults_apply_and_cells_override(tmp_path: Path) -> None:
@@ -45,6 +58,8 @@ memory_mib = 1024
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmemroy_mib = 4\n', r"cell\[0\]\.memroy_mib: unknown key"),
         ('[[cell]]\narch = "mips"\nfirmware = "seabios"\n', r"cell\[0\]\.arch: Input should be"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "uboot-typo"\n', r"cell\[0\]: firmware 'uboot-typo' is not available"),
+        ('[[cell]]\narch = "riscv64"\nfirmware = "opensbi"\nmedia = "stick"\n',
+         r"cell\[0\]: media 'stick' cannot boot"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nsmp = 0\n', r"cell\[0\]\.smp: Input should be greater"),
         ('[[cell]]\narch = "x86_64"\n', r"cell\[0\]\.firmware: Field required"),
         ('[defaults]\nqemu = "pinned"\n', r"(?m)^.*m\.toml: cell: Field required"),
@@ -68,7 +83,9 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_select_by_arch_and_id() -> None:
     cells = load_matrix(DEFAULT_MATRIX)
-    assert [c.id for c in select(cells, ["riscv64"])] == ["riscv64-opensbi-direct"]
+    assert [c.id for c in select(cells, ["riscv64"])] == [
+        "riscv64-edk2-direct", "riscv64-edk2-stick", "riscv64-opensbi-direct", "riscv64-uboot-stick"
+    ]
     assert [c.id for c in select(cells, None, ["x86_64-seabios-direct"])] == ["x86_64-seabios-direct"]
     with pytest.raises(MatrixError, match="unknown cell id"):
         select(cells, None, ["x86_64-nope-direct"])

@@ -18,6 +18,7 @@ from harness.net import DgramLink, Forward, UserNet, link_pair
 from harness.payload_server import PayloadServer
 
 EIGHT_MIB = 8 * 1024 * 1024
+pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=["seabios", "virt", "opensbi"])
 
 
 def test_dhcp_lease_from_user_networking(vm, record_property) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,158 @@
+"""One VFAT boot stick for every arch and firmware: built rootless, bit-identical from build to build.
+
+Layout: an MBR (syslinux's boot code, one active FAT32 partition at 1 MiB) and in the partition:
+
+    /x86_64/linux, /x86_64/initrd          (likewise /aarch64/..., /riscv64/...)
+    /syslinux/ldlinux.sys, ldlinux.c32, syslinux.cfg     x86 BIOS (SeaBIOS): MBR -> syslinux
+    /EFI/BOOT/BOOTX64.EFI, BOOTAA64.EFI, BOOTRISCV64.EFI  systemd-boot, one build per arch
+    /loader/loader.conf, /loader/entries/<arch>.conf      Boot Loader Specification entries
+
+Why systemd-boot for every UEFI path: each firmware (OVMF, AAVMF, edk2 riscv64, and U-Boot, whose
+distro boot falls through to the removable-media path when there is no extlinux.conf) finds its own
+EFI/BOOT/BOOT<arch>.EFI, and systemd-boot shows only the entry whose `architecture` key matches it. So
+one stick carries one entry per arch with no per-firmware scripts, and U-Boot needs no extlinux.conf
+(which it could not tell apart between arches). Debian's kernels are EFI-stub images on all three
+arches, which systemd-boot starts directly with the initrd.
+
+Determinism: mkfs.vfat runs with --invariant (fixed volume id 1234-ABCD and times), files are copied one by one in
+sorted order with fixed timestamps (mtools honours SOURCE_DATE_EPOCH), and the MBR disk signature is fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+from images.debian.extract import extract_deb
+from images.debian.fetch import DebianFetcher
+from images.debian.lock import STICK_TOOLS_SET
+from images.recipes.minimal import MinimalImage
+from images.store import Store
+
+RECIPE_VERSION = 2
+EPOCH = 946684800  # 2000-01-01: FAT cannot store times before 1980
+DISK_SIGNATURE = 0xB0075EED
+PARTITION_START = 2048  # sectors (1 MiB)
+SECTOR = 512
+KERNEL_CONSOLE = {"x86_64": "ttyS0", "aarch64": "ttyAMA0", "riscv64": "ttyS0"}
+EFI_NAMES = {
+    "x86_64": ("x64", "BOOTX64.EFI"),
+    "aarch64": ("aa64", "BOOTAA64.EFI"),
+    "riscv64": ("riscv64", "BOOTRISCV64.EFI"),
+}
+KERNEL_OPTIONS = "panic=-1 oops=panic"
+
+
+class StickError(Exception):
+    pass
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if not found:
+        raise StickError(f"{name} is needed to build the boot stick (Debian packages dosfstools and mtools)")
+    return found
+
+
+def stick_files(images: dict[str, MinimalImage], tools: Path, uefi_only: bool) -> dict[str, bytes]:
+    """Every file of the stick's partition, by path: the layout is decided here and nowhere else."""
+    files: dict[str, bytes] = {}
+    for arch, image in sorted(images.items()):
+        files[f"{arch}/linux"] = image.kernel.read_bytes()
+        files[f"{arch}/initrd"] = image.initrd.read_bytes()
+        efi_arch, efi_name = EFI_NAMES[arch]
+        files[f"EFI/BOOT/{efi_name}"] = (tools / f"usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi").read_bytes()
+        files[f"loader/entries/{arch}.conf"] = (
+            f"title bootmatrix {arch}\narchitecture {efi_arch}\nlinux /{arch}/linux\ninitrd /{arch}/initrd\n"
+            f"options console={KERNEL_CONSOLE[arch]} {KERNEL_OPTIONS}\n"
+        ).encode()
+    files["loader/loader.conf"] = b"timeout 0\neditor no\nrandom-seed-mode off\n"
+    if not uefi_only and "x86_64" in images:
+        files["syslinux/syslinux.cfg"] = (
+            "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT x86_64\n"
+            f"LABEL x86_64\n  LINUX /x86_64/linux\n  INITRD /x86_64/initrd\n"
+            f"  APPEND console={KERNEL_CONSOLE['x86_64']} {KERNEL_OPTIONS}\n"
+        ).encode()
+        files["syslinux/ldlinux.c32"] = (tools / "usr/lib/syslinux/modules/bios/ldlinux.c32").read_bytes()
+    return files
+
+
+def _mbr(boot_code: bytes, partition_sectors: int) -> bytes:
+    entry = struct.pack(
+        "<B3sB3sII", 0x80, b"\xfe\xff\xff", 0x0C, b"\xfe\xff\xff", PARTITION_START, partition_sectors
+    )
+    code = boot_code[:440].ljust(440, b"\0")
+    return code + struct.pack("<IH", DISK_SIGNATURE, 0) + entry + b"\0" * 48 + b"\x55\xaa"
+
+
+def write_stick(target: Path, files: dict[str, bytes], tools: Path, uefi_only: bool) -> None:
+    payload = sum(len(data) for data in files.values())
+    size_mib = max(64, (payload * 5 // 4) // (1 << 20) + 32)  # FAT32 needs >= 33 MiB; leave room
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
+    with tempfile.TemporaryDirectory(prefix="bm-stick-") as tmp:
+        work = Path(tmp)
+        part = work / "partition.img"
+        subprocess.run(
+            [_tool("mkfs.vfat"), "-C", "-F", "32", "-n", "BOOTMATRIX", "--invariant",
+             str(part), str(size_mib * 1024)],
+            check=True, capture_output=True, env=env,
+        )
+        staging = work / "files"
+        made: set[str] = set()
+        for rel in sorted(files):
+            parent = str(Path(rel).parent)
+            for depth in range(1, len(Path(parent).parts) + 1) if parent != "." else ():
+                directory = "/".join(Path(parent).parts[:depth])
+                if directory not in made:
+                    subprocess.run([_tool("mmd"), "-i", str(part), f"::/{directory}"], check=True, env=env,
+                                   capture_output=True)
+                    made.add(directory)
+            source = staging / rel
+            source.parent.mkdir(parents=True, exist_ok=True)
+            source.write_bytes(files[rel])
+            os.utime(source, (EPOCH, EPOCH))
+            subprocess.run([_tool("mcopy"), "-m", "-i", str(part), str(source), f"::/{rel}"], check=True, env=env,
+                           capture_output=True)
+        # A UEFI-only stick gets the stub a non-bootable MBR carries: `int 0x18` (BIOS: "boot failed, try
+        # the next device"), then halt, so a BIOS reports the failure instead of running zeros.
+        boot_code = bytes([0xCD, 0x18, 0xF4, 0xEB, 0xFD])
+        if not uefi_only:
+            syslinux = tools / "usr/bin/syslinux"
+            result = subprocess.run([str(syslinux), "--install", "--directory", "/syslinux", str(part)],
+                                    capture_output=True, text=True, env=env, check=False)
+            if result.returncode != 0:
+                raise StickError(f"syslinux --install failed: {result.stderr.strip()}")
+            boot_code = (tools / "usr/lib/syslinux/mbr/mbr.bin").read_bytes()
+        sectors = part.stat().st_size // SECTOR
+        with target.open("wb") as disk:
+            disk.write(_mbr(boot_code, sectors))
+            disk.write(b"\0" * (PARTITION_START * SECTOR - SECTOR))
+            with part.open("rb") as source_part:
+                shutil.copyfileobj(source_part, disk, 1 << 20)
+
+
+def build_stick(store: Store, fetcher: DebianFetcher, images: dict[str, MinimalImage], uefi_only: bool = False) -> Path:
+    tool_debs = fetcher.fetch_set(STICK_TOOLS_SET)
+    inputs = {
+        "recipe_version": RECIPE_VERSION,
+        "tools": sorted(p.sha256 for p, _ in tool_debs),
+        "images": {arch: hashlib.sha256(i.kernel.read_bytes() + i.initrd.read_bytes()).hexdigest()
+                   for arch, i in sorted(images.items())},
+        "uefi_only": uefi_only,
+        "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+    }
+
+    def build(content: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="bm-stick-tools-") as tmp:
+            tools = Path(tmp)
+            for _, deb in tool_debs:
+                extract_deb(deb, tools, lambda p: p.startswith(("usr/bin/syslinux", "usr/lib/")))
+            write_stick(content / "stick.img", stick_files(images, tools, uefi_only), tools, uefi_only)
+
+    name = "stick-uefi-only" if uefi_only else "stick"
+    return store.get(name, inputs, build) / "stick.img"
