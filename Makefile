@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 STRICT := $(if $(CI),--bootmatrix-strict,)
 JOBS   ?= auto
 
-.PHONY: demo test setup host lint type unit vm bench clean
+.PHONY: demo test setup host lint type unit vm bench compare clean
 
 demo: setup
 	$(BIN)/bootmatrix run
@@ -46,6 +46,10 @@ vm: setup
 bench: setup
 	$(BIN)/python bench/boot_overhead.py
 	$(BIN)/python bench/net_throughput.py
+	$(BIN)/python bench/vfat_writers.py --stick
+
+compare: setup
+	$(BIN)/bootmatrix compare --firmware-set bookworm --firmware-set trixie
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,8 @@
 """`bootmatrix`: the main job and the maintenance commands.
 
     bootmatrix run [MATRIX] [--cell ID] [--arch A]   boot cells, print the table, exit 1 if any failed
+    bootmatrix compare --firmware-set bookworm --firmware-set trixie [--repeat 3]
+                                                      firmware regression check, exit 1 on a regression
     bootmatrix list [MATRIX]                          the cells of a matrix
     bootmatrix lock                                   re-resolve the Debian packages and rewrite the lock
     bootmatrix cache list | cache prune [--older-than DAYS | --all]
@@ -13,14 +15,13 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from harness.deadline import Deadline
-from harness.errors import MachineError
 from images.debian.apt import PrivateApt
 from images.debian.lock import (
     DEFAULT_SUITE,
@@ -31,8 +32,10 @@ from images.debian.lock import (
 )
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
+from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
 from matrix.lab import Lab, Unavailable
-from matrix.model import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, select
+from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, select
+from matrix.profiles import needs_firmware_set
 
 # Wide enough for the table when output is a log file or CI, not a terminal.
 out = Console() if sys.stdout.isatty() else Console(width=160)
@@ -50,25 +53,26 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+PHASES = ("first-output", "bootloader", "kernel", "init", "ready")
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else "-"
+
+
 def _run_cell(lab: Lab, cell: Cell, folder: Path) -> dict[str, object]:
-    row: dict[str, object] = {"cell": cell.id, "result": "fail", "ready_s": None, "accel": "-", "qemu": "-"}
+    row: dict[str, object] = {"cell": cell.id, "result": "unavailable", "accel": "-", "qemu": "-", "milestones": {}}
     try:
-        machine, record = lab.machine(cell, folder / cell.id)
+        outcome = lab.boot_and_check(cell, folder / cell.id)
     except Unavailable as error:
-        row.update(result="unavailable", reason=str(error).splitlines()[0])
+        row.update(reason=str(error).splitlines()[0])
         return row
-    row.update(accel=record.accel, accel_reason=record.accel_reason, qemu=f"{record.qemu} {record.qemu_version}")
-    budget = lab.boot_budget(cell, record.accel)
-    try:
-        with machine:
-            lab.boot(machine, record, Deadline.after(budget))
-            output, code = machine.console.run("echo $((6*7))", Deadline.after(budget))
-            if (output, code) != ("42", 0):
-                raise MachineError(f"shell check returned {output!r} / {code}, expected '42' / 0")
-            row.update(result="pass", ready_s=record.time_to_ready, milestones=record.milestones)
-    except MachineError as error:
-        row.update(reason=str(error).splitlines()[0], milestones=record.milestones)
-    row["workdir"] = str(folder / cell.id)
+    record = outcome.record
+    row.update(
+        result="pass" if outcome.passed else "fail", reason=outcome.reason, milestones=record.milestones,
+        accel=record.accel, accel_reason=record.accel_reason, qemu=f"{record.qemu} {record.qemu_version}",
+        firmware_set=record.firmware_set, firmware_versions=record.firmware_versions, workdir=str(outcome.workdir),
+    )
     return row
 
 
@@ -84,17 +88,57 @@ def cmd_run(args: argparse.Namespace) -> int:
             status.update(f"[bold]{cell.id}[/]: fetching, building and booting")
             rows.append(_run_cell(lab, cell, folder))
             out.log(f"{cell.id}: {rows[-1]['result']}")
-    table = Table("cell", "result", "time to ready", "accelerator", "QEMU", "reason", title="bootmatrix run")
+    table = Table("cell", "result", *(f"{p} s" for p in ("firmware", "loader", "kernel", "init", "ready")),
+                  "accel", "QEMU", "reason", title="bootmatrix run: seconds from QEMU start to each milestone")
     for row in rows:
         colour = {"pass": "green"}.get(str(row["result"]), "red")
-        ready = f"{row['ready_s']:.2f} s" if isinstance(row["ready_s"], float) else "-"
-        table.add_row(str(row["cell"]), f"[{colour}]{row['result']}[/]", ready, str(row["accel"]), str(row["qemu"]),
+        milestones = row["milestones"] if isinstance(row["milestones"], dict) else {}
+        table.add_row(str(row["cell"]), f"[{colour}]{row['result']}[/]",
+                      *(_seconds(milestones.get(p)) for p in PHASES), str(row["accel"]), str(row["qemu"]),
                       str(row.get("reason", "")))
     out.print(table)
     summary = {"cells": rows, "seconds": round(time.monotonic() - started, 1)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     out.print(f"VM logs and summary.json: {folder}")
     return 0 if rows and all(r["result"] == "pass" for r in rows) else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if len(args.firmware_set) != 2:
+        out.print("[red]error:[/] give --firmware-set twice: the baseline, then the candidate")
+        return 2
+    baseline_set, candidate_set = args.firmware_set
+    cells = [c for c in _cells(args) if needs_firmware_set(c)]
+    folder = args.results / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
+    lab = Lab()
+    table = Table("cell", baseline_set, candidate_set, f"{baseline_set} fw s", f"{candidate_set} fw s", "ratio",
+                  f"{baseline_set} ready s", f"{candidate_set} ready s", "verdict",
+                  title=f"firmware {baseline_set} vs {candidate_set}: medians of {args.repeat} boots; "
+                        "fw = QEMU start to kernel start")
+    regressions = 0
+    report = []
+    with out.status("booting") as status:
+        for cell in cells:
+            summaries = []
+            for firmware in (baseline_set, candidate_set):
+                status.update(f"[bold]{cell.id}[/] with {firmware}")
+                summaries.append(sample_cell(lab, cell, firmware, args.repeat, folder))
+            base, cand = summaries
+            verdict = judge(base, cand)
+            regressions += verdict is not None
+            b_fw, c_fw = base.median(FIRMWARE_PHASE), cand.median(FIRMWARE_PHASE)
+            ratio = f"{c_fw / b_fw:.2f}" if b_fw and c_fw else "-"
+            missing = base.unavailable or cand.unavailable
+            table.add_row(cell.id, base.result(), cand.result(), _seconds(b_fw), _seconds(c_fw), ratio,
+                          _seconds(base.median("ready")), _seconds(cand.median("ready")),
+                          f"[red]{verdict}[/]" if verdict else (missing or "[green]ok[/]"))
+            report.append({"cell": cell.id, "verdict": verdict, "baseline": asdict(base), "candidate": asdict(cand)})
+            out.log(f"{cell.id}: {verdict or 'ok'}")
+    out.print(table)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    out.print(f"VM logs and compare.json: {folder}")
+    return 1 if regressions else 0
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -139,6 +183,15 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--arch", action="append", default=[])
         command.set_defaults(func=func)
     sub.choices["run"].add_argument("--results", type=Path, default=Path("results"))
+    compare = sub.add_parser("compare", help="boot the firmware cells with two firmware sets, side by side")
+    compare.add_argument("matrix", nargs="?", type=Path, default=DEFAULT_MATRIX)
+    compare.add_argument("--firmware-set", action="append", default=[], choices=list(FIRMWARE_SETS),
+                         help="twice: the baseline, then the candidate")
+    compare.add_argument("--repeat", type=int, default=3, help="boots per cell and set (medians are compared)")
+    compare.add_argument("--cell", action="append", default=[])
+    compare.add_argument("--arch", action="append", default=[])
+    compare.add_argument("--results", type=Path, default=Path("results"))
+    compare.set_defaults(func=cmd_compare)
     lock = sub.add_parser("lock", help="re-resolve the Debian packages of every suite and rewrite the lock files")
     lock.set_defaults(func=cmd_lock)
     cache = sub.add_parser("cache")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.accel import ProbeKernel, choose_accel
 from harness.deadline import Deadline
+from harness.errors import MachineError
 from harness.machine import Machine
 from harness.net import Nic
 from harness.qemu import QemuInstall, QemuNotFound
@@ -52,6 +53,14 @@ class BootRecord:
     @property
     def time_to_ready(self) -> float | None:
         return self.milestones.get("ready")
+
+
+@dataclass
+class BootOutcome:
+    record: BootRecord
+    passed: bool
+    reason: str
+    workdir: Path
 
 
 class Lab:
@@ -170,3 +179,16 @@ class Lab:
             (machine.workdir / "boot.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
         return record
 
+    def boot_and_check(self, cell: Cell, workdir: Path) -> BootOutcome:
+        """Boot `cell` to a shell, check the shell computes, stop. Raises Unavailable; never MachineError."""
+        machine, record = self.machine(cell, workdir)
+        budget = self.boot_budget(cell, record.accel)
+        try:
+            with machine:
+                self.boot(machine, record, Deadline.after(budget))
+                output, code = machine.console.run("echo $((6*7))", Deadline.after(budget))
+                if (output, code) != ("42", 0):
+                    return BootOutcome(record, False, f"shell answered {output!r} / {code}, not '42' / 0", workdir)
+        except MachineError as error:
+            return BootOutcome(record, False, str(error).splitlines()[0], workdir)
+        return BootOutcome(record, True, "", workdir)

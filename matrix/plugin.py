@@ -26,8 +26,9 @@ from harness.machine import Machine, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
 from harness.spec import MachineSpec
+from harness.timeline import Timeline
 from matrix.lab import BootRecord, Lab, Unavailable
-from matrix.model import DEFAULT_MATRIX, Cell, MatrixError, load_matrix, matches, select
+from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, matches, select
 
 STRICT_ENV = "BOOTMATRIX_STRICT"
 
@@ -40,12 +41,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bootmatrix-qemu", choices=["pinned", "host"], default=None, help="override every cell's QEMU")
     group.addoption("--bootmatrix-results", type=Path, default=None, help="where VM work folders go (./results)")
     group.addoption(
+        "--bootmatrix-baseline-set", choices=list(FIRMWARE_SETS), default=None,
+        help="firmware regression check: boot each firmware cell with this set and with the cell's own, and "
+        "fail a cell that only fails with its own or whose firmware phase is slower beyond noise",
+    )
+    group.addoption("--bootmatrix-repeat", type=int, default=3, help="boots per set in the regression check")
+    group.addoption(
         "--bootmatrix-strict", action="store_true", default=False,
         help=f"a cell that cannot run here is an error, not a skip (also: {STRICT_ENV}=1)",
     )
 
 
-def _strict(config: pytest.Config) -> bool:
+def strict(config: pytest.Config) -> bool:
     return bool(config.getoption("--bootmatrix-strict")) or os.environ.get(STRICT_ENV) == "1"
 
 
@@ -139,6 +146,11 @@ class VM:
         return self.machine.console.run(command, self.deadline(seconds))
 
     @property
+    def timeline(self) -> Timeline:
+        """Boot milestones seen so far (seconds since QEMU started): first-output, firmware, kernel, ..."""
+        return self.machine.timeline
+
+    @property
     def net(self) -> GuestNet:
         return GuestNet(self.machine.console, self.budget)
 
@@ -175,7 +187,7 @@ def bootmatrix_vms(
         try:
             machine, record = bootmatrix_lab.machine(cell, test_dir / name, name, nics)
         except Unavailable as error:
-            if _strict(request.config):
+            if strict(request.config):
                 pytest.fail(f"{cell.id} cannot run here: {error}", pytrace=False)
             pytest.skip(f"{cell.id} cannot run here: {error}")
         if customize is not None:

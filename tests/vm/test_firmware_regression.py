@@ -1,0 +1,43 @@
+"""Firmware regression check, one test per firmware cell, active with --bootmatrix-baseline-set:
+
+    pytest tests/vm/test_firmware_regression.py --bootmatrix-baseline-set bookworm [--bootmatrix-repeat 5]
+
+boots each cell with the baseline firmware set and with its own (trixie by default), and fails a cell
+that passes with the baseline and fails with its own set, or whose firmware phase is slower beyond
+noise (matrix/compare.py says exactly when). `bootmatrix compare` prints the same as a table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from matrix.compare import judge, sample_cell
+from matrix.lab import Lab
+from matrix.model import Cell
+from matrix.plugin import strict
+from matrix.profiles import needs_firmware_set
+
+pytestmark = pytest.mark.vm
+
+
+def test_no_firmware_regression(cell: Cell, bootmatrix_lab: Lab, bootmatrix_results: Path,
+                                request: pytest.FixtureRequest) -> None:
+    baseline_set = request.config.getoption("--bootmatrix-baseline-set")
+    if not baseline_set:
+        pytest.skip("the firmware regression check runs with --bootmatrix-baseline-set SET")
+    if not needs_firmware_set(cell):
+        pytest.skip(f"{cell.id} boots no firmware")
+    repeat = request.config.getoption("--bootmatrix-repeat")
+    folder = bootmatrix_results / "firmware-regression"
+    baseline = sample_cell(bootmatrix_lab, cell, baseline_set, repeat, folder)
+    candidate = sample_cell(bootmatrix_lab, cell, cell.firmware_set, repeat, folder)
+    for summary in (baseline, candidate):
+        if summary.unavailable:
+            message = f"{cell.id} with {summary.firmware_set}: {summary.unavailable}"
+            if strict(request.config) and summary is candidate:
+                pytest.fail(message)
+            pytest.skip(message)
+    verdict = judge(baseline, candidate)
+    assert verdict is None, verdict
