@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             status.update(f"[bold]{cell.id}[/]: fetching, building and booting")
             rows.append(_run_cell(lab, cell, folder))
             out.log(f"{cell.id}: {rows[-1]['result']}")
-    table = Table("cell", "result", *(f"{p} s" for p in ("firmware", "loader", "kernel", "init", "ready")),
+    table = Table("cell", "result", *(f"{p} s" for p in ("1st out", "loader", "kernel", "init", "ready")),
                   "accel", "QEMU", "reason", title="bootmatrix run: seconds from QEMU start to each milestone")
     for row in rows:
         colour = {"pass": "green"}.get(str(row["result"]), "red")
