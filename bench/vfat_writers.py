@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyfatfs.PyFatFS import PyFatFS  # noqa: E402
+from pyfatfs.PyFatFS import PyFatFS
 
 IMAGE_MIB = 256
 
