@@ -27,6 +27,8 @@ from harness.payload_server import PayloadServer
 from matrix.lab import Lab
 from matrix.model import load_matrix
 
+DIRECT_FIRMWARE = ("seabios", "virt", "opensbi")
+
 
 def host_download(url: str) -> float:
     started = time.monotonic()
@@ -43,13 +45,14 @@ def main() -> int:
     args = parser.parse_args()
     size = args.mib * 1024 * 1024
     lab = Lab()
-    cells = [c for c in load_matrix() if not args.arch or c.arch in args.arch]
+    # One direct-kernel cell per arch (firmware cells are measured by `bootmatrix compare`).
+    cells = [c for c in load_matrix() if c.media == "direct" and c.firmware in DIRECT_FIRMWARE
+             and (not args.arch or c.arch in args.arch)]
     print(f"{'cell':26} {'host->guest':>12} {'guest->host':>12} {'loopback':>10}  MB/s, medians of {args.runs}; "
           f"{args.mib} MiB; ratios to loopback in brackets")
     with PayloadServer() as server, tempfile.TemporaryDirectory(prefix="bm-net-") as tmp:
         server.add_payload("blob", size, seed=1)
         for cell in cells:
-            lab.check(cell)
             nic = UserNet(restrict=False, forwards=(Forward(80),))
             machine, record = lab.machine(cell, Path(tmp) / cell.id, nics=(nic,))
             to_guest, from_guest, loopback = [], [], []
