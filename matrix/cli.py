@@ -4,6 +4,7 @@
     bootmatrix compare --firmware-set bookworm --firmware-set trixie [--repeat 3]
                                                       firmware regression check, exit 1 on a regression
     bootmatrix list [MATRIX]                          the cells of a matrix
+    bootmatrix history [--cell ID] [--metric M]       trends of the metric history, PNG plots
     bootmatrix lock                                   re-resolve the Debian packages and rewrite the lock
     bootmatrix cache list | cache prune [--older-than DAYS | --all]
 """
@@ -13,13 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import time
+import uuid
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from images.debian.apt import PrivateApt
@@ -33,9 +37,11 @@ from images.debian.lock import (
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
+from matrix.history import Gate, History, Metric, Row, check_gate
 from matrix.lab import Lab, Unavailable
-from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, select
+from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, GateSpec, MatrixError, load_gates, load_matrix, select
 from matrix.profiles import needs_firmware_set
+from matrix.report import junit_xml, plot_history, timeline_svg
 
 # Wide enough for the table when output is a log file or CI, not a terminal.
 out = Console() if sys.stdout.isatty() else Console(width=160)
@@ -76,31 +82,101 @@ def _run_cell(lab: Lab, cell: Cell, folder: Path) -> dict[str, object]:
     return row
 
 
+def _record_and_gate(history: History | None, gates: dict[str, GateSpec], run: str, row: dict[str, object]) -> None:
+    """Gate the row's metrics against the history, then add them to it. Breaches go into row['gates']."""
+    milestones = row.get("milestones")
+    if history is None or row["result"] != "pass" or not isinstance(milestones, dict):
+        return
+    cell, accel = str(row["cell"]), str(row["accel"])
+    metrics = {f"t_{phase}": float(t) for phase, t in milestones.items()}
+    breaches = []
+    for metric, spec in gates.items():
+        if metric in metrics:
+            gate = Gate(metric, spec.tolerance, spec.slack, spec.min_runs)
+            breach = check_gate(history, gate, cell, metrics[metric], accel=accel, run=run)
+            if breach:
+                breaches.append(breach)
+    row["gates"] = breaches
+    qemu_version = str(row["qemu"]).split()[-1]
+    history.record(run, "run", [Metric(cell, name, value, "s", qemu_version, str(row.get("firmware_set") or "-"), accel)
+                                for name, value in metrics.items()])
+
+
+def _breaches(row: dict[str, object]) -> list[str]:
+    found = row.get("gates")
+    return [str(b) for b in found] if isinstance(found, list) else []
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cells = _cells(args)
+    gates = {} if args.no_gates else load_gates(args.matrix)
+    history = None if args.no_history else History(args.history)
+    run = uuid.uuid4().hex
     folder = args.results / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
     lab = Lab()
     rows = []
     started = time.monotonic()
-    with out.status("preparing") as status:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task("preparing", total=len(cells))
         for cell in cells:
-            status.update(f"[bold]{cell.id}[/]: fetching, building and booting")
-            rows.append(_run_cell(lab, cell, folder))
-            out.log(f"{cell.id}: {rows[-1]['result']}")
+            progress.update(task, description=f"[bold]{cell.id}[/]: fetching, building, booting")
+            row = _run_cell(lab, cell, folder)
+            _record_and_gate(history, gates, run, row)
+            rows.append(row)
+            milestones = row["milestones"] if isinstance(row["milestones"], dict) else {}
+            if milestones and "workdir" in row:
+                Path(str(row["workdir"]), "timeline.svg").write_text(timeline_svg(cell.id, milestones))
+            out.log(f"{cell.id}: {row['result']}" + (" (gate breach)" if _breaches(row) else ""))
+            progress.advance(task)
     table = Table("cell", "result", *(f"{p} s" for p in ("1st out", "loader", "kernel", "init", "ready")),
                   "accel", "QEMU", "reason", title="bootmatrix run: seconds from QEMU start to each milestone")
     for row in rows:
-        colour = {"pass": "green"}.get(str(row["result"]), "red")
+        failed = row["result"] != "pass" or _breaches(row)
+        colour = "red" if failed else "green"
         milestones = row["milestones"] if isinstance(row["milestones"], dict) else {}
+        reason = "; ".join([str(row.get("reason") or ""), *_breaches(row)]).strip("; ")
         table.add_row(str(row["cell"]), f"[{colour}]{row['result']}[/]",
-                      *(_seconds(milestones.get(p)) for p in PHASES), str(row["accel"]), str(row["qemu"]),
-                      str(row.get("reason", "")))
+                      *(_seconds(milestones.get(p)) for p in PHASES), str(row["accel"]), str(row["qemu"]), reason)
     out.print(table)
-    summary = {"cells": rows, "seconds": round(time.monotonic() - started, 1)}
+    breaches = [b for row in rows for b in _breaches(row)]
+    for breach in breaches:
+        out.print(f"[red]{breach}[/]")
+    summary = {"run": run, "cells": rows, "seconds": round(time.monotonic() - started, 1),
+               "history": str(history.path) if history else None}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    out.print(f"VM logs and summary.json: {folder}")
-    return 0 if rows and all(r["result"] == "pass" for r in rows) else 1
+    (folder / "junit.xml").write_text(junit_xml("bootmatrix run", rows))
+    out.print(f"Report: {folder} (summary.json, junit.xml, <cell>/console.log, argv.txt, timeline.svg)")
+    passed = bool(rows) and all(r["result"] == "pass" for r in rows)
+    return 0 if passed and not breaches else 1
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    history = History(args.history)
+    rows = history.rows(args.cell, args.metric)
+    if not rows:
+        out.print(f"no metrics in {history.path}" + (f" for {args.cell}" if args.cell else ""))
+        return 0
+    series: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        series.setdefault((row.cell, row.metric), []).append(row)
+    table = Table("cell", "metric", "values", "runs", "first", "median", "last", "last vs median",
+                  title=f"metric history: {history.path}")
+    for (cell, metric), values in sorted(series.items()):
+        numbers = [r.value for r in values][-args.last:]
+        median = statistics.median(numbers)
+        change = f"{(numbers[-1] / median - 1) * 100:+.0f} %" if median else "-"
+        table.add_row(cell, metric, str(len(numbers)), str(len({r.run for r in values})), f"{numbers[0]:.3f}",
+                      f"{median:.3f}", f"{numbers[-1]:.3f}", change)
+    out.print(table)
+    cells = sorted({cell for cell, _ in series})
+    for cell in cells:
+        target = args.plots / f"{cell}.png"
+        plot_history([r for r in rows if r.cell == cell], target, f"{cell} on host {history.host}")
+        out.print(f"plot: {target}")
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -182,7 +258,18 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--cell", action="append", default=[])
         command.add_argument("--arch", action="append", default=[])
         command.set_defaults(func=func)
-    sub.choices["run"].add_argument("--results", type=Path, default=Path("results"))
+    run = sub.choices["run"]
+    run.add_argument("--results", type=Path, default=Path("results"))
+    run.add_argument("--history", type=Path, default=None, help="SQLite metric history (default: user data dir)")
+    run.add_argument("--no-history", action="store_true", help="neither record metrics nor check gates")
+    run.add_argument("--no-gates", action="store_true", help="record metrics but check no gate")
+    history = sub.add_parser("history", help="trends of the metric history, and plots")
+    history.add_argument("--history", type=Path, default=None)
+    history.add_argument("--cell", default=None)
+    history.add_argument("--metric", default=None)
+    history.add_argument("--last", type=int, default=20, help="values per series in the table")
+    history.add_argument("--plots", type=Path, default=Path("results/history"), help="where PNG plots go")
+    history.set_defaults(func=cmd_history)
     compare = sub.add_parser("compare", help="boot the firmware cells with two firmware sets, side by side")
     compare.add_argument("matrix", nargs="?", type=Path, default=DEFAULT_MATRIX)
     compare.add_argument("--firmware-set", action="append", default=[], choices=list(FIRMWARE_SETS),

@@ -65,11 +65,23 @@ class Cell(BaseModel):
         return f"{self.arch}-{self.firmware}-{self.media}{suffix}"
 
 
+class GateSpec(BaseModel):
+    """A performance gate on a metric of the history: fail a run whose value exceeds the median of the
+    previous runs on this host by more than `tolerance` (relative) plus `slack` (absolute)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tolerance: float = Field(0.5, ge=0)
+    slack: float = Field(0.5, ge=0)
+    min_runs: int = Field(3, ge=1)
+
+
 class MatrixFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     cell: list[dict[str, Any]] = Field(min_length=1)
+    gates: dict[str, GateSpec] = Field(default_factory=dict)
 
 
 def _where(loc: tuple[int | str, ...], cells: list[dict[str, Any]] | None = None) -> str:
@@ -81,6 +93,15 @@ def _where(loc: tuple[int | str, ...], cells: list[dict[str, Any]] | None = None
 
 def load_matrix(path: Path = DEFAULT_MATRIX) -> list[Cell]:
     """Cells of a matrix file, sorted by id; duplicate ids are an error."""
+    return load_matrix_file(path)[0]
+
+
+def load_gates(path: Path = DEFAULT_MATRIX) -> dict[str, GateSpec]:
+    """The `[gates.<metric>]` tables of a matrix file."""
+    return load_matrix_file(path)[1]
+
+
+def load_matrix_file(path: Path) -> tuple[list[Cell], dict[str, GateSpec]]:
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -103,7 +124,7 @@ def load_matrix(path: Path = DEFAULT_MATRIX) -> list[Cell]:
         if cell.id in seen:
             raise MatrixError(f"{path}: cell[{index}]: duplicate cell id {cell.id!r} (same as cell[{seen[cell.id]}])")
         seen[cell.id] = index
-    return sorted(cells, key=lambda c: c.id)
+    return sorted(cells, key=lambda c: c.id), dict(document.gates)
 
 
 def _format(path: Path, error: ValidationError, prefix: str = "") -> str:

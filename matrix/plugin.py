@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,10 @@ from harness.net import Nic
 from harness.payload_server import PayloadServer
 from harness.spec import MachineSpec
 from harness.timeline import Timeline
+from matrix.history import History, Metric
 from matrix.lab import BootRecord, Lab, Unavailable
 from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, matches, select
+from matrix.report import attach_vm_to_allure, timeline_svg
 
 STRICT_ENV = "BOOTMATRIX_STRICT"
 
@@ -46,6 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "fail a cell that only fails with its own or whose firmware phase is slower beyond noise",
     )
     group.addoption("--bootmatrix-repeat", type=int, default=3, help="boots per set in the regression check")
+    group.addoption("--bootmatrix-history", type=Path, default=None,
+                    help="SQLite metric history (default: BOOTMATRIX_HISTORY or the user data dir)")
+    group.addoption("--bootmatrix-no-history", action="store_true", default=False, help="record no metrics")
     group.addoption(
         "--bootmatrix-strict", action="store_true", default=False,
         help=f"a cell that cannot run here is an error, not a skip (also: {STRICT_ENV}=1)",
@@ -87,8 +93,38 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "vm" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "vm" in fixtures or "bootmatrix_vms" in fixtures:
             item.add_marker(pytest.mark.vm)
+        callspec = getattr(item, "callspec", None)
+        cell = callspec.params.get("cell") if callspec is not None else None
+        if isinstance(cell, Cell):
+            # With `--dist loadgroup`, one worker takes all tests of an arch and reuses its built image.
+            item.add_marker(pytest.mark.xdist_group(cell.arch))
+
+
+VM_MEMORY_BUDGET = 1.5 * 1024**3  # a guest (512 MiB) + QEMU + TCG's translation cache, with room
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: one worker per core, but no more than free memory holds VMs (two per worker at most)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, int(available // (2 * VM_MEMORY_BUDGET))))
+
+
+def run_id(config: pytest.Config) -> str:
+    """One id for the whole session: xdist gives its workers a shared testrunuid."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return str(workerinput["testrunuid"])
+    if not hasattr(config, "_bootmatrix_run_id"):
+        config._bootmatrix_run_id = uuid.uuid4().hex  # type: ignore[attr-defined]
+    return str(config._bootmatrix_run_id)  # type: ignore[attr-defined]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -102,6 +138,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.fixture(scope="session")
 def bootmatrix_lab() -> Lab:
     return Lab()
+
+
+@pytest.fixture(scope="session")
+def bootmatrix_history(request: pytest.FixtureRequest) -> History | None:
+    if request.config.getoption("--bootmatrix-no-history"):
+        return None
+    return History(request.config.getoption("--bootmatrix-history"))
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +169,11 @@ class VM:
     record: BootRecord
     cell: Cell
     budget: float  # seconds a boot or a command may take before it is a hang, for this arch and accel
+    metrics: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def metric(self, name: str, value: float, unit: str) -> None:
+        """Record a measurement of this guest: stored in the metric history and attached to the report."""
+        self.metrics[name] = (value, unit)
 
     @property
     def console(self):  # type: ignore[no-untyped-def]
@@ -165,7 +213,7 @@ VMFactory = Callable[..., VM]
 
 @pytest.fixture
 def bootmatrix_vms(
-    request: pytest.FixtureRequest, bootmatrix_lab: Lab, bootmatrix_results: Path
+    request: pytest.FixtureRequest, bootmatrix_lab: Lab, bootmatrix_results: Path, bootmatrix_history: History | None
 ) -> Iterator[VMFactory]:
     """Factory of guests for any cell: `bootmatrix_vms(cell, name=, boot=, nics=, customize=)`.
 
@@ -202,7 +250,26 @@ def bootmatrix_vms(
     yield factory
     for guest in started:
         guest.machine.stop()
+        _report(guest, request, bootmatrix_history)
     request.node.user_properties.append(("bootmatrix_workdirs", [str(g.workdir) for g in started]))
+
+
+def _report(guest: VM, request: pytest.FixtureRequest, history: History | None) -> None:
+    """Timeline chart, allure parameters/steps/attachments, and metric history rows for one guest."""
+    milestones = guest.machine.timeline.as_dict()
+    (guest.workdir / "timeline.svg").write_text(timeline_svg(f"{guest.cell.id} ({guest.machine.name})", milestones))
+    metrics = {f"t_{phase}": (t, "s") for phase, t in milestones.items()} | guest.metrics
+    parameters = {"cell": guest.cell.id, "arch": guest.cell.arch, "firmware": guest.cell.firmware,
+                  "media": guest.cell.media, "firmware set": guest.cell.firmware_set,
+                  "accelerator": guest.record.accel, "QEMU": f"{guest.record.qemu} {guest.record.qemu_version}"}
+    attach_vm_to_allure(guest.workdir, guest.machine.name, milestones, {k: v for k, (v, _) in metrics.items()},
+                        parameters)
+    if history is not None and metrics:
+        history.record(run_id(request.config), "pytest", [
+            Metric(guest.cell.id, name, value, unit, guest.record.qemu_version, guest.cell.firmware_set,
+                   guest.record.accel, request.node.nodeid)
+            for name, (value, unit) in metrics.items()
+        ])
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ def test_dhcp_lease_from_user_networking(vm, record_property) -> None:  # type: 
     assert (lease.interface, lease.address, lease.prefix) == ("eth0", "10.0.2.15", 24)
     assert (lease.gateway, lease.dns) == ("10.0.2.2", "10.0.2.3")
     record_property("dhcp_seconds", round(lease.seconds, 3))
+    guest.metric("dhcp_s", lease.seconds, "s")
     output, code = guest.run("ip -4 addr show eth0; ip route")
     assert code == 0 and "10.0.2.15/24" in output and "default via 10.0.2.2" in output
 
@@ -46,6 +47,7 @@ def test_guest_downloads_from_the_host(vm, payload_server: PayloadServer, record
     assert (fetched.sha256, fetched.size) == (expected, EIGHT_MIB)
     assert [(r.path, r.status, r.sent_bytes) for r in payload_server.requests] == [("/payload/blob", 200, EIGHT_MIB)]
     record_property("host_to_guest_MBps", round(fetched.megabytes_per_second, 2))
+    guest.metric("host_to_guest_MBps", fetched.megabytes_per_second, "MB/s")
 
 
 def test_host_fetches_from_the_guest_through_a_forward(vm, record_property) -> None:  # type: ignore[no-untyped-def]
@@ -61,6 +63,7 @@ def test_host_fetches_from_the_guest_through_a_forward(vm, record_property) -> N
     elapsed = time.monotonic() - started
     assert hashlib.sha256(body).hexdigest() == expected and len(body) == EIGHT_MIB
     record_property("guest_to_host_MBps", round(len(body) / 1e6 / elapsed, 2))
+    guest.metric("guest_to_host_MBps", len(body) / 1e6 / elapsed, "MB/s")
 
 
 def test_two_vms_on_one_wire(vm, cell) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,166 @@
+"""Metric history in SQLite: every run's metrics (boot phases, network throughput, later compile
+latencies), keyed by cell, host fingerprint, QEMU version, firmware set and accelerator, so trends can be
+plotted and gates can compare a run with the median of the runs before it on the same kind of host.
+
+One file, written by many processes at once (xdist workers, parallel sessions): WAL mode and a busy
+timeout make that safe. Default path: the user data dir (platformdirs), BOOTMATRIX_HISTORY overrides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sqlite3
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+HISTORY_ENV = "BOOTMATRIX_HISTORY"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS metrics (
+    run TEXT NOT NULL,          -- one id per pytest session (shared by its xdist workers) or CLI run
+    recorded REAL NOT NULL,     -- unix time
+    source TEXT NOT NULL,       -- pytest | run | compare
+    test TEXT NOT NULL,         -- test node id or '' for the CLI
+    cell TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT NOT NULL,
+    host TEXT NOT NULL,
+    qemu_version TEXT NOT NULL,
+    firmware_set TEXT NOT NULL,
+    accel TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_key ON metrics (cell, metric, host, recorded);
+"""
+
+
+def default_history_path() -> Path:
+    override = os.environ.get(HISTORY_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_data_dir("bootmatrix")) / "history.sqlite"
+
+
+def host_fingerprint() -> str:
+    """What makes timings comparable: CPU model, core count, memory, kernel. Not the host name."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "CPU part")):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    except (OSError, IndexError):
+        memory = "?"
+    memory_gib = str(int(memory) // (1 << 20)) if memory.isdigit() else memory
+    parts = [platform.machine(), cpu, str(os.cpu_count()), memory_gib, platform.release()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Metric:
+    cell: str
+    metric: str
+    value: float
+    unit: str
+    qemu_version: str
+    firmware_set: str
+    accel: str
+    test: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    run: str
+    recorded: float
+    source: str
+    test: str
+    cell: str
+    metric: str
+    value: float
+    unit: str
+    host: str
+    qemu_version: str
+    firmware_set: str
+    accel: str
+
+
+class History:
+    def __init__(self, path: Path | None = None):
+        self.path = path or default_history_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.host = host_fingerprint()
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def record(self, run: str, source: str, metrics: list[Metric]) -> None:
+        now = time.time()
+        with self._connect() as db:
+            db.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(run, now, source, m.test, m.cell, m.metric, m.value, m.unit, self.host, m.qemu_version,
+                  m.firmware_set, m.accel) for m in metrics],
+            )
+
+    def rows(self, cell: str | None = None, metric: str | None = None, host: str | None = None) -> list[Row]:
+        query = "SELECT * FROM metrics WHERE 1=1"
+        args: list[str] = []
+        for column, value in (("cell", cell), ("metric", metric), ("host", host)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                args.append(value)
+        with self._connect() as db:
+            return [Row(*r) for r in db.execute(query + " ORDER BY recorded, rowid", args)]
+
+    def baseline(self, cell: str, metric: str, accel: str, exclude_run: str, last: int = 5) -> tuple[float, int] | None:
+        """(median, number of runs) of the last `last` runs' values on this host, other than `exclude_run`.
+
+        One value per run (its median), so a run that booted a cell ten times does not outvote the others.
+        """
+        per_run: dict[str, list[float]] = {}
+        for row in self.rows(cell, metric, self.host):
+            if row.run != exclude_run and row.accel == accel:
+                per_run.setdefault(row.run, []).append(row.value)
+        recent = list(per_run.values())[-last:]
+        if not recent:
+            return None
+        return statistics.median(statistics.median(values) for values in recent), len(recent)
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    tolerance: float = 0.5  # relative
+    slack: float = 0.5  # absolute, in the metric's unit
+    min_runs: int = 3
+
+
+def check_gate(history: History, gate: Gate, cell: str, value: float, *, accel: str, run: str) -> str | None:
+    """A breach in words (cell, metric, value, baseline), or None."""
+    found = history.baseline(cell, gate.metric, accel, exclude_run=run)
+    if found is None or found[1] < gate.min_runs:
+        return None
+    baseline, runs = found
+    limit = baseline * (1 + gate.tolerance) + gate.slack
+    if value > limit:
+        return (f"gate breach: {cell} {gate.metric} = {value:.3f}, baseline {baseline:.3f} (median of {runs} runs "
+                f"on this host), limit {limit:.3f} (+{gate.tolerance * 100:.0f} % + {gate.slack})")
+    return None
