@@ -8,8 +8,11 @@ STAMP  := $(VENV)/.installed-stamp
 # CI turns "cannot run here" (missing QEMU, unreachable packages) from a skip into an error.
 STRICT := $(if $(CI),--bootmatrix-strict,)
 JOBS   ?= auto
+# Every test run leaves JUnit XML, allure results and a pytest-html page in results/. allure's own
+# --clean-alluredir is not safe with xdist (each worker would delete the folder), so it is cleaned here.
+REPORTS := --alluredir=results/allure-results --junitxml=results/junit.xml --html=results/report.html --self-contained-html
 
-.PHONY: demo test setup host lint type unit vm bench compare clean
+.PHONY: demo test setup host lint type unit vm bench compare report durations clean
 
 demo: setup
 	$(BIN)/bootmatrix run
@@ -17,7 +20,8 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n $(JOBS) $(STRICT)
+	rm -rf results/allure-results
+	$(BIN)/pytest -n $(JOBS) $(STRICT) $(REPORTS)
 	scripts/check-no-qemu-left
 
 setup: host $(STAMP)
@@ -48,8 +52,15 @@ bench: setup
 	$(BIN)/python bench/net_throughput.py
 	$(BIN)/python bench/vfat_writers.py --stick
 
+report:
+	scripts/make-report
+
+# Test durations for pytest-split, so N CI runners get shards of equal length (see README).
+durations: setup
+	$(BIN)/pytest -n 0 $(STRICT) --store-durations --durations-path .test_durations
+
 compare: setup
 	$(BIN)/bootmatrix compare --firmware-set bookworm --firmware-set trixie
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) results .tools .pytest_cache .mypy_cache .ruff_cache

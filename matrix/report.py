@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 
 from matrix.history import Row
@@ -98,6 +99,7 @@ def plot_history(rows: list[Row], target: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(9, 4.5))
@@ -106,9 +108,12 @@ def plot_history(rows: list[Row], target: Path, title: str) -> Path:
         by_metric.setdefault(row.metric, []).append(row)
     for metric, series in sorted(by_metric.items()):
         label = f"{metric} ({series[0].unit})"
-        axis.plot([r.recorded for r in series], [r.value for r in series], marker="o", label=label)
+        when = mdates.date2num([datetime.fromtimestamp(r.recorded) for r in series])
+        axis.plot(when, [r.value for r in series], marker="o", label=label)
     axis.set_title(title)
-    axis.set_xlabel("recorded (unix time)")
+    axis.set_xlabel("run (local time)")
+    axis.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M:%S"))
+    figure.autofmt_xdate()
     axis.set_ylabel("value")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8, loc="upper left")
