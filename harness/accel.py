@@ -26,6 +26,7 @@ from filelock import FileLock
 
 from harness.deadline import Deadline
 from harness.errors import MachineError
+from harness.hostinfo import host_facts
 from harness.machine import Machine
 from harness.qemu import QemuInstall
 from harness.spec import MachineSpec
@@ -51,15 +52,7 @@ def probe_boot_sector() -> bytes:
 
 
 def host_fingerprint(qemu: QemuInstall) -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "CPU part")):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    parts = [platform.release(), cpu, qemu.name, qemu.version("x86_64")]
+    parts = [*host_facts(), qemu.name, qemu.version("x86_64")]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import sqlite3
 import statistics
 import time
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
+
+from harness.hostinfo import host_facts
 
 HISTORY_ENV = "BOOTMATRIX_HISTORY"
 
@@ -51,18 +52,7 @@ def default_history_path() -> Path:
 
 def host_fingerprint() -> str:
     """What makes timings comparable: CPU model, core count, memory, kernel. Not the host name."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "CPU part")):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-    except (OSError, IndexError):
-        memory = "?"
-    memory_gib = str(int(memory) // (1 << 20)) if memory.isdigit() else memory
-    parts = [platform.machine(), cpu, str(os.cpu_count()), memory_gib, platform.release()]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    return hashlib.sha256("|".join(host_facts()).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

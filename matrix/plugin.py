@@ -23,6 +23,7 @@ import pytest
 
 from harness.deadline import Deadline
 from harness.guestnet import GuestNet
+from harness.hostinfo import memory_available_bytes
 from harness.machine import Machine, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
@@ -108,10 +109,8 @@ VM_MEMORY_BUDGET = 1.5 * 1024**3  # a guest (512 MiB) + QEMU + TCG's translation
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: one worker per core, but no more than free memory holds VMs (two per worker at most)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+    available = memory_available_bytes()
+    if available is None:
         return None
     cores = os.cpu_count() or 1
     return max(1, min(cores, int(available // (2 * VM_MEMORY_BUDGET))))
