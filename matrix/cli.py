@@ -52,9 +52,9 @@ def _cells(args: argparse.Namespace) -> list[Cell]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    table = Table("cell", "arch", "firmware", "media", "qemu", "accel")
+    table = Table("cell", "arch", "firmware", "media", "firmware set", "qemu", "accel")
     for cell in _cells(args):
-        table.add_row(cell.id, cell.arch, cell.firmware, cell.media, cell.qemu, cell.accel)
+        table.add_row(cell.id, cell.arch, cell.firmware, cell.media, cell.firmware_set, cell.qemu, cell.accel)
     out.print(table)
     return 0
 

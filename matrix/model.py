@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from images.debian.lock import DEFAULT_SUITE, FIRMWARE_SUITES
+
 DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
 
 Arch = Literal["x86_64", "aarch64", "riscv64"]
@@ -24,8 +26,8 @@ SUPPORTED: dict[str, dict[str, set[str]]] = {
     "aarch64": {"virt": {"direct"}, "aavmf": {"direct", "stick"}, "uboot": {"stick"}},
     "riscv64": {"opensbi": {"direct"}, "uboot": {"stick"}, "edk2": {"direct", "stick"}},
 }
-FIRMWARE_SETS = ("trixie", "bookworm")
-DEFAULT_FIRMWARE_SET = "trixie"
+FIRMWARE_SETS = FIRMWARE_SUITES  # the Debian suites whose firmware is locked (Cell.firmware_set spells them out)
+DEFAULT_FIRMWARE_SET = DEFAULT_SUITE
 # Cells that boot no firmware at all: the firmware set does not apply to them.
 NO_FIRMWARE = {("aarch64", "virt")}
 
