@@ -15,7 +15,6 @@ import atexit
 import ctypes
 import dataclasses
 import json
-import os
 import shlex
 import shutil
 import signal
@@ -257,19 +256,3 @@ class Machine:
     def __hash__(self) -> int:
         return id(self)
 
-
-def pid_from_pidfile(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

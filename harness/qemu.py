@@ -87,13 +87,6 @@ class QemuInstall:
     def version(self, arch: str) -> str:
         return _version(tuple(self.command(arch)), tuple(sorted(self.env().items())))
 
-    def version_tuple(self, arch: str) -> tuple[int, ...]:
-        match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", self.version(arch))
-        if not match:
-            return (0,)
-        return tuple(int(x) for x in match.groups(default="0"))
-
-
     def refusal(self, arch: str, args: tuple[str, ...]) -> str | None:
         """Why this QEMU refuses `args` (machine options, devices...), or None if it accepts them.
 

@@ -142,7 +142,7 @@ class Lab:
             image = self.image("x86_64")
             probe = ProbeKernel(
                 image.kernel, image.initrd, f"console={CONSOLE['x86_64']} panic=-1", image.ready_marker,
-                image.kernel.parent.parent.name,
+                image.key,
             )
         return choose_accel(cell.arch, self.qemu(cell.qemu), self.store.root / "accel", cell.accel, probe)
 

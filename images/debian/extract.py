@@ -11,7 +11,6 @@ then Python's own `tarfile.data_filter` checks that nothing, links included, poi
 
 from __future__ import annotations
 
-import stat
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -63,7 +62,3 @@ def extract_deb(deb: Path, dest: Path, wanted: Callable[[str], bool] | None = No
         if proc.wait() != 0:
             raise UnsafePackage(f"dpkg-deb could not read {deb} (exit {proc.returncode})")
     return written
-
-
-def is_executable(path: Path) -> bool:
-    return bool(path.stat().st_mode & stat.S_IXUSR)

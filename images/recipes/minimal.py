@@ -43,6 +43,7 @@ class MinimalImage:
     initrd: Path
     kernel_release: str
     ready_marker: str = "BOOTMATRIX-READY"
+    key: str = ""  # the store key of the image: equal keys, equal bytes
 
 
 def _kernel_files(deb: Path, workdir: Path) -> None:
@@ -140,4 +141,4 @@ def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tupl
 
     root = store.get(f"minimal-{arch}", inputs, build)
     info = json.loads((root / "image.json").read_text())
-    return MinimalImage(arch, root / "kernel", root / "initramfs.cpio", info["kernel_release"])
+    return MinimalImage(arch, root / "kernel", root / "initramfs.cpio", info["kernel_release"], key=root.parent.name)

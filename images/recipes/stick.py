@@ -141,8 +141,7 @@ def build_stick(store: Store, fetcher: DebianFetcher, images: dict[str, MinimalI
     inputs = {
         "recipe_version": RECIPE_VERSION,
         "tools": sorted(p.sha256 for p, _ in tool_debs),
-        "images": {arch: hashlib.sha256(i.kernel.read_bytes() + i.initrd.read_bytes()).hexdigest()
-                   for arch, i in sorted(images.items())},
+        "images": {arch: image.key for arch, image in sorted(images.items())},
         "uefi_only": uefi_only,
         "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
     }
