@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import pexpect
 import pexpect.fdpexpect
@@ -201,11 +201,7 @@ class Console:
                 return Match(index, hit, before)
             dead = self._is_dead()
             if dead is not None:
-                self._drain()
-                bad = self._first_bad(final=True)
-                if bad is not None:
-                    self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]} ({dead})", what)
-                self._fail(GuestGone, dead, what)
+                self._fail_dead(dead, what)
             if deadline.expired():
                 self._fail(ConsoleTimeout, f"no match within the {deadline.budget:.1f} s deadline (guest alive)", what)
             if self._read_some(min(0.1, max(0.01, deadline.remaining()))) == "eof":
@@ -214,14 +210,18 @@ class Console:
                     if self._is_dead() is not None:
                         break
                     time.sleep(0.025)
-                dead = self._is_dead() or "console closed (end of file)"
-                self._drain()
-                bad = self._first_bad(final=True)
-                if bad is not None:
-                    self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]} ({dead})", what)
-                self._fail(GuestGone, dead, what)
+                self._fail_dead(self._is_dead() or "console closed (end of file)", what)
 
-    def _fail(self, kind: type[GuestError], reason: str, what: str) -> None:
+    def _fail_dead(self, dead: str, what: str) -> NoReturn:
+        """QEMU is gone or the guest is dead: read what it said last, and name a bad pattern if it shows one
+        (a panic explains the death better than the exit status does)."""
+        self._drain()
+        bad = self._first_bad(final=True)
+        if bad is not None:
+            self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]} ({dead})", what)
+        self._fail(GuestGone, dead, what)
+
+    def _fail(self, kind: type[GuestError], reason: str, what: str) -> NoReturn:
         self._transcript.note(f"wait for {what!r} failed: {reason}")
         raise kind(reason, self.tail(), what)
 

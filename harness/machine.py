@@ -130,6 +130,9 @@ class Machine:
         except Exception as error:
             self._wait_process(2.0)
             self.kill()
+            self._qmp.close()
+            for sock in self._sockets:
+                sock.close()
             raise LaunchError(
                 f"QMP handshake failed: {error!r}", self.argv, self.returncode, self.output()
             ) from error

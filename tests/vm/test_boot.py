@@ -8,11 +8,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from harness.deadline import Deadline
-from harness.errors import ConsoleTimeout, GuestGone, GuestPanic
+from harness.errors import ConsoleTimeout, GuestGone, GuestPanic, LaunchError
 from matrix.model import Cell
 
 # Harness behaviour (console, QMP, failures) is tested on the direct-kernel cells, one per arch; the
@@ -89,6 +90,19 @@ def test_qemu_killed_mid_boot_fails_the_wait_naming_the_signal(vm) -> None:  # t
     finally:
         killer.join()
     assert failed_at - killed_at[0] < 2.0
+
+
+@pytest.mark.bootmatrix_cells(arch="riscv64")
+def test_launch_failure_carries_argv_status_and_qemu_output(bootmatrix_vms, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+    def add_bogus_device(spec):  # type: ignore[no-untyped-def]
+        return replace(spec, devices=(*spec.devices, "no-such-device-model"))
+
+    with pytest.raises(LaunchError) as caught:
+        bootmatrix_vms(cell, boot=False, customize=add_bogus_device)
+    message = str(caught.value)
+    assert "QEMU exited with status 1" in message
+    assert "-device no-such-device-model" in message  # the argv
+    assert "'no-such-device-model' is not a valid device model name" in message  # QEMU's own words
 
 
 @pytest.mark.bootmatrix_cells(arch="riscv64")
