@@ -12,7 +12,7 @@ JOBS   ?= auto
 # --clean-alluredir is not safe with xdist (each worker would delete the folder), so it is cleaned here.
 REPORTS := --alluredir=results/allure-results --junitxml=results/junit.xml --html=results/report.html --self-contained-html
 
-.PHONY: demo test setup host lint type unit vm bench compare report durations clean
+.PHONY: demo test setup host report-tools lint type unit vm bench compare report durations clean
 
 demo: setup
 	$(BIN)/bootmatrix run
@@ -24,7 +24,14 @@ test: setup
 	$(BIN)/pytest -n $(JOBS) $(STRICT) $(REPORTS)
 	scripts/check-no-qemu-left
 
-setup: host $(STAMP)
+setup: host $(STAMP) report-tools
+
+# The Allure 3 report CLI (npm package `allure`, no Java), when Node is here; `make report` falls back
+# to pytest-html otherwise.
+report-tools:
+	@if command -v npm >/dev/null && [ ! -x .tools/node_modules/.bin/allure ]; then \
+		npm install --no-audit --no-fund --silent --prefix .tools allure@3 || echo "allure CLI not installed"; \
+	fi
 
 host:
 	scripts/setup-host

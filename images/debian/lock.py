@@ -37,6 +37,15 @@ QEMU_PACKAGES = ["qemu-system-x86", "qemu-system-arm", "qemu-system-riscv"]
 # (bookworm has no qemu-efi-riscv64), and cells that need it say so when they are skipped.
 FIRMWARE_PACKAGES = ["seabios", "ovmf", "qemu-efi-aarch64", "qemu-efi-riscv64", "opensbi", "u-boot-qemu"]
 FIRMWARE_SET = "firmware"
+# Go for the mostly-source image: the toolchain of each guest arch, and one source tree.
+GO_VERSION = "1.24"
+GO_SRC_SET = "go-src"
+
+
+def go_set(arch: str) -> str:
+    return f"go-{arch}"
+
+
 # What builds the boot stick: syslinux (installer for the host arch, modules arch-independent) and
 # systemd-boot for each guest arch.
 STICK_TOOLS_SET = "stick-tools"
@@ -153,4 +162,7 @@ def resolve_lock(apt: PrivateApt, path: Path = DEFAULT_LOCK) -> Lockfile:
     tools = [apt.candidate("syslinux", host), apt.candidate("syslinux-common", host)]
     tools += [apt.candidate("systemd-boot-efi", arch) for arch in GUEST_DEBIAN_ARCH.values()]
     sets[STICK_TOOLS_SET] = _locked(apt, tools)
+    for guest_arch, deb_arch in GUEST_DEBIAN_ARCH.items():
+        sets[go_set(guest_arch)] = _locked(apt, [apt.candidate(f"golang-{GO_VERSION}-go", deb_arch)])
+    sets[GO_SRC_SET] = _locked(apt, [apt.candidate(f"golang-{GO_VERSION}-src", host)])
     return Lockfile(apt.suite, sets, path)
