@@ -16,6 +16,7 @@ host the cold build took 4.6 s. tests/vm/test_gosource.py keeps this true.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -108,3 +109,46 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
                     raise RuntimeError(f"warming the {goarch} Go cache failed: {done.stderr.strip()[-1000:]}")
 
     return GoRoot(store.get(f"go-root-{GO_VERSION}", inputs, build))
+
+
+GUEST_GO = Path(__file__).parent.parent / "guest" / "go"
+BUILDER = "bmbuild"
+STUB_INTERPRETER = "/run/bm/bin/bmbuild"  # /run/bm/bin -> /linux_<goarch>/bin, made on tmpfs at boot
+
+
+def guest_sources() -> dict[str, bytes]:
+    """The project's guest-side Go tree (go.mod, the builder, the commands), by path below /src."""
+    return {p.relative_to(GUEST_GO).as_posix(): p.read_bytes() for p in sorted(GUEST_GO.rglob("*")) if p.is_file()}
+
+
+def command_names() -> list[str]:
+    return sorted(p.name for p in (GUEST_GO / "cmds").iterdir() if p.is_dir())
+
+
+def stub(command: str) -> bytes:
+    """What /ubin/<command> holds: the kernel hands it to the builder, which builds once, then execs."""
+    return f"#!{STUB_INTERPRETER} /src/cmds/{command}\n".encode()
+
+
+def build_programs(store: Store, go_root: GoRoot) -> Path:
+    """The prebuilt programs of every arch (for now the builder): linux_<goarch>/bin/<program>."""
+    sources = guest_sources()
+    inputs = {"recipe_version": RECIPE_VERSION, "go_root": go_root.root.parent.name,
+              "sources": hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()}
+
+    def build(content: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="bm-goprog-") as tmp:
+            tree = Path(tmp) / "src"
+            for rel, data in sources.items():
+                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tree / rel).write_bytes(data)
+            host_go = go_root.go(host_debian_arch())
+            for goarch in sorted(set(GUEST_DEBIAN_ARCH.values())):
+                env = go_environment(go_root.goroot, goarch, Path(tmp) / f"cache-{goarch}", Path(tmp) / "home")
+                target = content / f"linux_{goarch}/bin/{BUILDER}"
+                done = subprocess.run([str(host_go), "build", "-o", str(target), f"./{BUILDER}"], cwd=tree, env=env,
+                                      capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(f"building {BUILDER} for {goarch} failed: {done.stderr.strip()[-1000:]}")
+
+    return store.get("go-programs", inputs, build)

@@ -14,7 +14,16 @@ import pytest
 from harness.deadline import Deadline
 from images.cpio import CpioArchive, read_newc
 from images.debian.lock import GUEST_DEBIAN_ARCH
-from images.recipes.gosource import BUILD_ENV, GoRoot, build_go_root
+from images.recipes.gosource import (
+    BUILD_ENV,
+    BUILDER,
+    GoRoot,
+    build_go_root,
+    build_programs,
+    command_names,
+    guest_sources,
+    stub,
+)
 from matrix.lab import Lab
 from matrix.model import Cell
 
@@ -58,9 +67,17 @@ def test_the_root_is_mostly_source(go_root: GoRoot, record_property) -> None:  #
     assert all(count <= 15 for count in binaries.values()), binaries
 
 
-def _initramfs_with_go(base: Path, go_root: GoRoot, goarch: str, target: Path) -> None:
-    """The minimal image's initramfs plus this arch's part of the Go root and a small module."""
+def _initramfs_with_go(base: Path, go_root: GoRoot, goarch: str, target: Path, programs: Path | None = None) -> None:
+    """The minimal image's initramfs plus this arch's part of the Go root and a small module; with
+    `programs`, also the builder, the command sources under /src and their stubs under /ubin."""
     archive = CpioArchive()
+    if programs is not None:
+        builder = programs / f"linux_{goarch}/bin/{BUILDER}"
+        archive.add_file(f"linux_{goarch}/bin/{BUILDER}", builder.read_bytes(), 0o755)
+        for rel, data in guest_sources().items():
+            archive.add_file(f"src/{rel}", data)
+        for command in command_names():
+            archive.add_file(f"ubin/{command}", stub(command), 0o755)
     for entry in read_newc(base.read_bytes()):
         archive._add(entry)
     for path in sorted(go_root.root.rglob("*")):
@@ -103,3 +120,60 @@ def test_host_built_cache_serves_the_guest(  # type: ignore[no-untyped-def]  # n
     assert int(count) == 1, f"expected only the command itself to compile, not {count} packages"
     ran, code = guest.console.run("/tmp/hello a", Deadline.after(60))
     assert code == 0 and ran.endswith(" 2") and len(ran.split()[0]) == 64, ran
+
+
+# command -> (arguments, a busybox command whose output must be the same)
+FIRST_CALLS = {
+    "uname": ("", "echo $(busybox uname -s) $(busybox uname -r) $(busybox uname -m)"),
+    "cat": ("/etc/modules-load", "busybox cat /etc/modules-load"),
+    "sha256sum": ("/init", "busybox sha256sum /init"),
+    "ls": ("/etc", "busybox ls -1 /etc"),
+    "wc": ("/init", "echo $(busybox wc -l < /init) $(busybox wc -w < /init) $(busybox wc -c < /init) /init"),
+}
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64", "riscv64"])
+def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyped-def]  # noqa: PLR0917 - fixtures
+    bootmatrix_vms, bootmatrix_lab: Lab, go_root: GoRoot, tmp_path: Path, arch: str, record_property
+) -> None:
+    goarch = GUEST_DEBIAN_ARCH[arch]
+    programs = build_programs(bootmatrix_lab.store, go_root)
+    firmware = {"x86_64": "seabios", "aarch64": "virt", "riscv64": "opensbi"}[arch]
+    cell = Cell(arch=arch, firmware=firmware, memory_mib=2048, smp=2)  # type: ignore[arg-type]
+    initrd = tmp_path / "go-initramfs.cpio"
+    _initramfs_with_go(bootmatrix_lab.image(arch).initrd, go_root, goarch, initrd, programs)
+    guest = bootmatrix_vms(cell, customize=lambda spec: replace(spec, initrd=initrd))
+    run = lambda command, seconds=600: guest.console.run(command, Deadline.after(seconds))  # noqa: E731
+    output, code = run(f"mkdir -p /run/bm && ln -s /linux_{goarch}/bin /run/bm/bin && "
+                       f"cp -a /gocache/linux_{goarch} /run/bm/gocache && export BMBUILD_VERBOSE=1")
+    assert code == 0, output
+    timings = {}
+    for command, (arguments, reference) in FIRST_CALLS.items():
+        expected, code = run(reference)
+        assert code == 0, expected
+        started = time.monotonic()
+        # By path: busybox's shell runs its own applets (uname, cat, ls...) before searching PATH.
+        first, code = run(f"/ubin/{command} {arguments} 2>/tmp/{command}.err; cat /tmp/{command}.err")
+        timings[command] = round(time.monotonic() - started, 2)
+        assert code == 0, first
+        assert first.startswith(expected) and f"bmbuild: built {command} in" in first, (first, expected)
+        inode, _ = run(f"busybox stat -c %i /run/bm/cache/bin/{command}")
+        second, code = run(f"/ubin/{command} {arguments} 2>/tmp/{command}.err2; cat /tmp/{command}.err2")
+        assert code == 0 and second == expected, (second, expected)  # no "built" line: not rebuilt
+        assert run(f"busybox stat -c %i /run/bm/cache/bin/{command}")[0] == inode  # the same binary
+        guest.metric(f"first_call_{command}_s", timings[command], "s")
+    record_property("first_call_seconds", timings)
+
+    # A command whose source does not compile: the compiler's error and a non-zero exit.
+    output, code = run("mkdir -p /src/cmds/broken && printf 'package main\\nfunc main() { undefinedThing() }\\n' "
+                       "> /src/cmds/broken/main.go && printf '#!/run/bm/bin/bmbuild /src/cmds/broken\\n' > "
+                       "/ubin/broken && chmod +x /ubin/broken && /ubin/broken")
+    assert code == 2 and "undefined: undefinedThing" in output, output
+
+    # Two shells calling a new command at once build it once.
+    output, code = run("busybox cp -r /src/cmds/cat /src/cmds/twice && busybox sed 's,cmds/cat,cmds/twice,' "
+                       "/ubin/cat > /ubin/twice && chmod +x /ubin/twice && "
+                       "(/ubin/twice /etc/modules-load 2>/tmp/t1 & /ubin/twice /etc/modules-load 2>/tmp/t2 & wait) "
+                       ">/dev/null; "
+                       "busybox cat /tmp/t1 /tmp/t2 | busybox grep -c 'bmbuild: built twice'")
+    assert (output, code) == ("1", 0), output

@@ -1,0 +1,3 @@
+module bootmatrix.local/guest
+
+go 1.24
