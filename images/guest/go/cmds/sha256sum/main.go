@@ -7,32 +7,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"bootmatrix.local/guest/internal/inputs"
 )
 
 func main() {
-	status := 0
-	if len(os.Args) == 1 {
-		os.Args = append(os.Args, "-")
-	}
-	for _, name := range os.Args[1:] {
-		var in io.Reader = os.Stdin
-		if name != "-" {
-			file, err := os.Open(name)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "sha256sum:", err)
-				status = 1
-				continue
-			}
-			defer file.Close()
-			in = file
-		}
+	os.Exit(inputs.Each("sha256sum", os.Args[1:], func(in io.Reader, name string) error {
 		digest := sha256.New()
 		if _, err := io.Copy(digest, in); err != nil {
-			fmt.Fprintln(os.Stderr, "sha256sum:", err)
-			status = 1
-			continue
+			return err
 		}
 		fmt.Printf("%s  %s\n", hex.EncodeToString(digest.Sum(nil)), name)
-	}
-	os.Exit(status)
+		return nil
+	}))
 }

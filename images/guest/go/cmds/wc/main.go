@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"bootmatrix.local/guest/internal/inputs"
 )
 
 func count(in io.Reader) (lines, words, bytes int, err error) {
@@ -28,29 +30,12 @@ func count(in io.Reader) (lines, words, bytes int, err error) {
 }
 
 func main() {
-	status := 0
-	if len(os.Args) == 1 {
-		os.Args = append(os.Args, "-")
-	}
-	for _, name := range os.Args[1:] {
-		var in io.Reader = os.Stdin
-		if name != "-" {
-			file, err := os.Open(name)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "wc:", err)
-				status = 1
-				continue
-			}
-			defer file.Close()
-			in = file
-		}
+	os.Exit(inputs.Each("wc", os.Args[1:], func(in io.Reader, name string) error {
 		lines, words, bytes, err := count(in)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "wc:", err)
-			status = 1
-			continue
+			return err
 		}
 		fmt.Printf("%d %d %d %s\n", lines, words, bytes, name)
-	}
-	os.Exit(status)
+		return nil
+	}))
 }
