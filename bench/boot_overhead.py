@@ -26,9 +26,9 @@ from harness.deadline import Deadline
 from harness.spec import HarnessFds, build_argv
 from matrix.lab import Lab
 from matrix.model import Cell, load_matrix
+from matrix.profiles import DIRECT_FIRMWARE
 
 MARKER = b"BOOTMATRIX-READY"
-DIRECT_FIRMWARE = ("seabios", "virt", "opensbi")
 
 
 def through_harness(lab: Lab, cell: Cell, workdir: Path) -> float:
@@ -76,7 +76,7 @@ def main() -> int:
     args = parser.parse_args()
     lab = Lab()
     # One direct-kernel cell per arch (firmware cells are measured by `bootmatrix compare`).
-    cells = [c for c in load_matrix() if c.media == "direct" and c.firmware in DIRECT_FIRMWARE
+    cells = [c for c in load_matrix() if c.media == "direct" and c.firmware == DIRECT_FIRMWARE[c.arch]
              and (not args.arch or c.arch in args.arch)]
     print(f"{'cell':28} {'harness s':>10} {'bare s':>8} {'ratio':>6}  (medians of {args.runs} alternating runs)")
     with tempfile.TemporaryDirectory(prefix="bm-bench-") as tmp:

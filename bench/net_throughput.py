@@ -26,8 +26,7 @@ from harness.net import Forward, UserNet
 from harness.payload_server import PayloadServer
 from matrix.lab import Lab
 from matrix.model import load_matrix
-
-DIRECT_FIRMWARE = ("seabios", "virt", "opensbi")
+from matrix.profiles import DIRECT_FIRMWARE
 
 
 def host_download(url: str) -> float:
@@ -46,7 +45,7 @@ def main() -> int:
     size = args.mib * 1024 * 1024
     lab = Lab()
     # One direct-kernel cell per arch (firmware cells are measured by `bootmatrix compare`).
-    cells = [c for c in load_matrix() if c.media == "direct" and c.firmware in DIRECT_FIRMWARE
+    cells = [c for c in load_matrix() if c.media == "direct" and c.firmware == DIRECT_FIRMWARE[c.arch]
              and (not args.arch or c.arch in args.arch)]
     print(f"{'cell':26} {'host->guest':>12} {'guest->host':>12} {'loopback':>10}  MB/s, medians of {args.runs}; "
           f"{args.mib} MiB; ratios to loopback in brackets")

@@ -49,7 +49,7 @@ class CpioArchive:
     mtime: int = 0
     entries: dict[str, Entry] = field(default_factory=dict)
 
-    def _add(self, entry: Entry) -> None:
+    def add_entry(self, entry: Entry) -> None:
         path = _check_path(entry.path)
         parent = PurePosixPath(path).parent
         while str(parent) != ".":
@@ -61,20 +61,20 @@ class CpioArchive:
         self.entries[path] = Entry(path, entry.mode, entry.data, entry.rdev_major, entry.rdev_minor)
 
     def add_dir(self, path: str, perm: int = 0o755) -> None:
-        self._add(Entry(path, stat.S_IFDIR | perm))
+        self.add_entry(Entry(path, stat.S_IFDIR | perm))
 
     def add_file(self, path: str, data: bytes, perm: int = 0o644) -> None:
-        self._add(Entry(path, stat.S_IFREG | perm, data))
+        self.add_entry(Entry(path, stat.S_IFREG | perm, data))
 
     def add_file_from(self, path: str, source: Path, perm: int | None = None) -> None:
         mode = perm if perm is not None else stat.S_IMODE(source.stat().st_mode)
         self.add_file(path, source.read_bytes(), mode)
 
     def add_symlink(self, path: str, target: str) -> None:
-        self._add(Entry(path, stat.S_IFLNK | 0o777, target.encode()))
+        self.add_entry(Entry(path, stat.S_IFLNK | 0o777, target.encode()))
 
     def add_char_device(self, path: str, major: int, minor: int, perm: int = 0o600) -> None:
-        self._add(Entry(path, stat.S_IFCHR | perm, b"", major, minor))
+        self.add_entry(Entry(path, stat.S_IFCHR | perm, b"", major, minor))
 
     def to_bytes(self) -> bytes:
         out = bytearray()

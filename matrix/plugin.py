@@ -116,6 +116,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return max(1, min(cores, int(available // (2 * VM_MEMORY_BUDGET))))
 
 
+def results_root(config: pytest.Config) -> Path:
+    """Where VM work folders go: --bootmatrix-results, else results/ beside the rootdir's tests."""
+    return Path(config.getoption("--bootmatrix-results") or Path(config.rootpath) / "results")
+
+
 def run_id(config: pytest.Config) -> str:
     """One id for the whole session: xdist gives its workers a shared testrunuid."""
     workerinput = getattr(config, "workerinput", None)
@@ -148,9 +153,9 @@ def bootmatrix_history(request: pytest.FixtureRequest) -> History | None:
 
 @pytest.fixture(scope="session")
 def bootmatrix_results(request: pytest.FixtureRequest) -> Path:
-    path = request.config.getoption("--bootmatrix-results") or Path(request.config.rootpath) / "results"
+    path = results_root(request.config)
     path.mkdir(parents=True, exist_ok=True)
-    return Path(path)
+    return path
 
 
 @pytest.fixture
@@ -287,8 +292,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        results = item.config.getoption("--bootmatrix-results") or Path(item.config.rootpath) / "results"
-        folder = _test_dir(Path(results), item.nodeid)
+        folder = _test_dir(results_root(item.config), item.nodeid)
         if folder.exists():
             report.sections.append(("bootmatrix", f"VM logs (console.log, argv.txt, qmp-events.jsonl): {folder}"))
 

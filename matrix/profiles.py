@@ -106,6 +106,15 @@ FIRMWARE: dict[tuple[str, str], Firmware | None] = {
 }
 
 
+# The simplest boot of each arch (no boot loader, QEMU hands over the kernel): where harness, network and
+# Go tests run, and what the benchmarks measure.
+DIRECT_FIRMWARE = {"x86_64": "seabios", "aarch64": "virt", "riscv64": "opensbi"}
+
+
+def direct_cell(arch: str, **fields: object) -> Cell:
+    return Cell.model_validate({"arch": arch, "firmware": DIRECT_FIRMWARE[arch], "media": "direct", **fields})
+
+
 def needs_firmware_set(cell: Cell) -> bool:
     return FIRMWARE[(cell.arch, cell.firmware)] is not None
 

@@ -15,10 +15,11 @@ import pytest
 from harness.deadline import Deadline
 from harness.errors import ConsoleTimeout, GuestGone, GuestPanic, LaunchError
 from matrix.model import Cell
+from matrix.profiles import DIRECT_FIRMWARE
 
 # Harness behaviour (console, QMP, failures) is tested on the direct-kernel cells, one per arch; the
 # firmware cells are covered by test_firmware.py.
-pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=["seabios", "virt", "opensbi"])
+pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))
 
 
 def test_boots_to_a_shell_and_runs_commands(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]

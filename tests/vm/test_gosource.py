@@ -25,7 +25,7 @@ from images.recipes.gosource import (
     stub,
 )
 from matrix.lab import Lab
-from matrix.model import Cell
+from matrix.profiles import direct_cell
 
 pytestmark = pytest.mark.vm
 ELF = b"\x7fELF"
@@ -79,7 +79,7 @@ def _initramfs_with_go(base: Path, go_root: GoRoot, goarch: str, target: Path, p
         for command in command_names():
             archive.add_file(f"ubin/{command}", stub(command), 0o755)
     for entry in read_newc(base.read_bytes()):
-        archive._add(entry)
+        archive.add_entry(entry)
     for path in sorted(go_root.root.rglob("*")):
         rel = path.relative_to(go_root.root).as_posix()
         other_arch = any(f"linux_{a}" in rel and a != goarch for a in GUEST_DEBIAN_ARCH.values())
@@ -96,8 +96,7 @@ def test_host_built_cache_serves_the_guest(  # type: ignore[no-untyped-def]  # n
     bootmatrix_vms, bootmatrix_lab: Lab, go_root: GoRoot, tmp_path: Path, arch: str, record_property
 ) -> None:
     goarch = GUEST_DEBIAN_ARCH[arch]
-    firmware = {"x86_64": "seabios", "aarch64": "virt", "riscv64": "opensbi"}[arch]
-    cell = Cell(arch=arch, firmware=firmware, memory_mib=2048, smp=2)  # type: ignore[arg-type]
+    cell = direct_cell(arch, memory_mib=2048, smp=2)
     initrd = tmp_path / "go-initramfs.cpio"
     _initramfs_with_go(bootmatrix_lab.image(arch).initrd, go_root, goarch, initrd)
     guest = bootmatrix_vms(cell, customize=lambda spec: replace(spec, initrd=initrd))
@@ -138,8 +137,7 @@ def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyp
 ) -> None:
     goarch = GUEST_DEBIAN_ARCH[arch]
     programs = build_programs(bootmatrix_lab.store, go_root)
-    firmware = {"x86_64": "seabios", "aarch64": "virt", "riscv64": "opensbi"}[arch]
-    cell = Cell(arch=arch, firmware=firmware, memory_mib=2048, smp=2)  # type: ignore[arg-type]
+    cell = direct_cell(arch, memory_mib=2048, smp=2)
     initrd = tmp_path / "go-initramfs.cpio"
     _initramfs_with_go(bootmatrix_lab.image(arch).initrd, go_root, goarch, initrd, programs)
     guest = bootmatrix_vms(cell, customize=lambda spec: replace(spec, initrd=initrd))

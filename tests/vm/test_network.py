@@ -16,9 +16,10 @@ import pytest
 from harness.guestnet import GuestNetError
 from harness.net import DgramLink, Forward, UserNet, link_pair
 from harness.payload_server import PayloadServer
+from matrix.profiles import DIRECT_FIRMWARE
 
 EIGHT_MIB = 8 * 1024 * 1024
-pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=["seabios", "virt", "opensbi"])
+pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))
 
 
 def test_dhcp_lease_from_user_networking(vm, record_property) -> None:  # type: ignore[no-untyped-def]
