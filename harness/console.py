@@ -39,6 +39,8 @@ DEFAULT_BAD_PATTERNS: dict[str, str] = {
     "UEFI boot failure": r"BdsDxe: failed to load [^\n]*",
     "boot failure": r"Boot failed[^\n]*|No bootable device[^\n]*",
     "firmware error": r"## Error[^\n]*|Synchronous Exception[^\n]*|ASSERT_EFI_ERROR[^\n]*",
+    # An initramfs that cannot find its root (the bootmatrix first stage words it so; so does Debian's).
+    "root not found": r"bootmatrix: no VFAT partition holds[^\n]*|Gave up waiting for root[^\n]*",
 }
 TAIL_CHARS = 4000
 BUFFER_LIMIT = 256 * 1024

@@ -23,6 +23,7 @@ from images.debian.fetch import DebianFetcher, FetchError
 from images.debian.lock import LockError, Lockfile, lock_path
 from images.debian.mirror import MirrorNotFound
 from images.recipes.firmware import FirmwareMissing, FirmwareSet, firmware_set
+from images.recipes.gosource import GoSourceImage, build_go_root, build_gosource_image, build_programs, build_stage1
 from images.recipes.minimal import MinimalImage, build_minimal
 from images.recipes.qemu import pinned_qemu_prefix
 from images.recipes.stick import StickError, build_stick
@@ -71,6 +72,7 @@ class Lab:
         self._images: dict[str, MinimalImage] = {}
         self._firmware: dict[str, FirmwareSet] = {}
         self._stick: Path | None = None
+        self._gosource: GoSourceImage | None = None
 
     def fetcher(self, suite: str = DEFAULT_FIRMWARE_SET) -> DebianFetcher:
         if suite not in self._fetchers:
@@ -92,13 +94,30 @@ class Lab:
             self._qemu[which] = install
         return self._qemu[which]
 
-    def image(self, arch: str) -> MinimalImage:
+    def image(self, arch: str, kind: str = "minimal") -> MinimalImage:
+        """The kernel and initrd a direct boot of `kind` starts: the minimal image, or the first stage of
+        the mostly-source image."""
+        if kind == "gosource":
+            return self.gosource().stage1[arch]
         if arch not in self._images:
             try:
                 self._images[arch] = build_minimal(self.store, self.fetcher(), arch)
             except (FetchError, MirrorNotFound) as error:
                 raise Unavailable(f"{arch} kernel/busybox packages could not be fetched: {error}") from error
         return self._images[arch]
+
+    def gosource(self) -> GoSourceImage:
+        """The mostly-source image (Go root, programs, first stages, stick): built once, then from the store."""
+        if self._gosource is None:
+            try:
+                fetcher = self.fetcher()
+                go_root = build_go_root(self.store, fetcher)
+                programs = build_programs(self.store, go_root)
+                stage1 = {arch: build_stage1(self.store, fetcher, arch) for arch in ARCHES}
+                self._gosource = build_gosource_image(self.store, fetcher, go_root, programs, stage1)
+            except (FetchError, MirrorNotFound, StickError) as error:
+                raise Unavailable(f"the mostly-source image could not be built: {error}") from error
+        return self._gosource
 
     def firmware(self, suite: str) -> FirmwareSet:
         if suite not in self._firmware:
@@ -118,6 +137,8 @@ class Lab:
 
     def media(self, cell: Cell) -> BootMedia:
         firmware = self.firmware(cell.firmware_set) if needs_firmware_set(cell) else None
+        if cell.image == "gosource":
+            return BootMedia(self.image(cell.arch, cell.image), firmware, self.gosource().stick)
         return BootMedia(self.image(cell.arch), firmware, self.stick() if cell.media == "stick" else None)
 
     def spec(self, cell: Cell, accel: str, nics: tuple[Nic, ...] = ()) -> MachineSpec:
@@ -158,7 +179,7 @@ class Lab:
             cell.id, accel, why, qemu.name, qemu.version(cell.arch),
             firmware.suite if firmware else None, dict(firmware.versions) if firmware else {},
         )
-        marker = self.image(cell.arch).ready_marker
+        marker = self.image(cell.arch, cell.image).ready_marker
         timeline = Timeline([*TIMELINE_PHASES, ("init", marker)])
         return Machine(spec, qemu, workdir, name=name, timeline=timeline), record
 

@@ -42,6 +42,7 @@ class Cell(BaseModel):
     arch: Arch
     firmware: str
     media: Literal["direct", "stick"] = "direct"
+    image: Literal["minimal", "gosource"] = "minimal"
     firmware_set: Literal["trixie", "bookworm"] = "trixie"
     qemu: Literal["pinned", "host"] = "pinned"
     accel: Literal["auto", "tcg", "kvm"] = "auto"
@@ -62,7 +63,8 @@ class Cell(BaseModel):
 
     @property
     def id(self) -> str:
-        suffix = "" if self.firmware_set == DEFAULT_FIRMWARE_SET else f"-{self.firmware_set}"
+        suffix = "" if self.image == "minimal" else f"-{self.image}"
+        suffix += "" if self.firmware_set == DEFAULT_FIRMWARE_SET else f"-{self.firmware_set}"
         suffix += "" if self.qemu == "pinned" else f"-{self.qemu}"
         return f"{self.arch}-{self.firmware}-{self.media}{suffix}"
 
@@ -78,12 +80,35 @@ class GateSpec(BaseModel):
     min_runs: int = Field(3, ge=1)
 
 
+class LatencyLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    median: float = Field(gt=0)  # seconds
+    max: float = Field(gt=0)
+
+
+class CompileBudget(BaseModel):
+    """`[compile_budget]`: first-call latency budgets of on-demand compiled commands, per accelerator,
+    and how far above the stored baseline (relative) a cell's median may go. See matrix/latency.py."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kvm: LatencyLimits
+    tcg: LatencyLimits
+    baseline_tolerance: float = Field(0.2, ge=0)
+    min_runs: int = Field(3, ge=1)
+
+    def for_accel(self, accel: str) -> LatencyLimits:
+        return self.kvm if accel == "kvm" else self.tcg
+
+
 class MatrixFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     cell: list[dict[str, Any]] = Field(min_length=1)
     gates: dict[str, GateSpec] = Field(default_factory=dict)
+    compile_budget: CompileBudget | None = None
 
 
 def _where(loc: tuple[int | str, ...], cells: list[dict[str, Any]] | None = None) -> str:
@@ -103,7 +128,17 @@ def load_gates(path: Path = DEFAULT_MATRIX) -> dict[str, GateSpec]:
     return load_matrix_file(path)[1]
 
 
+def load_compile_budget(path: Path = DEFAULT_MATRIX) -> CompileBudget | None:
+    """The `[compile_budget]` table of a matrix file, if it has one."""
+    return _load(path)[2]
+
+
 def load_matrix_file(path: Path) -> tuple[list[Cell], dict[str, GateSpec]]:
+    cells, gates, _ = _load(path)
+    return cells, gates
+
+
+def _load(path: Path) -> tuple[list[Cell], dict[str, GateSpec], CompileBudget | None]:
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -126,7 +161,7 @@ def load_matrix_file(path: Path) -> tuple[list[Cell], dict[str, GateSpec]]:
         if cell.id in seen:
             raise MatrixError(f"{path}: cell[{index}]: duplicate cell id {cell.id!r} (same as cell[{seen[cell.id]}])")
         seen[cell.id] = index
-    return sorted(cells, key=lambda c: c.id), dict(document.gates)
+    return sorted(cells, key=lambda c: c.id), dict(document.gates), document.compile_budget
 
 
 def _format(path: Path, error: ValidationError, prefix: str = "") -> str:

@@ -3,6 +3,8 @@ banks and boot path each combination needs is known here and nowhere else.
 
 media "direct": QEMU (or the firmware, through fw_cfg) loads the kernel and initramfs itself.
 media "stick":  the firmware boots the multi-arch VFAT stick (images/recipes/stick.py) from a virtio disk.
+image "gosource": the stick is the mostly-source image's (images/recipes/gosource.py), attached to direct
+                boots too: their first-stage initrd mounts its VFAT root.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class BootMedia:
 
     image: MinimalImage
     firmware: FirmwareSet | None
-    stick: Path | None = None
+    stick: Path | None = None  # stick boots; and the root disk of direct boots of a rooted image
+
 
 
 def _edk2(fw: FirmwareSet, arch: str, secure: bool = False) -> tuple[Pflash, ...]:
@@ -132,6 +135,8 @@ def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = (
     if cell.media == "direct":
         append = f"console={CONSOLE[cell.arch]} {BASE_APPEND} {cell.append}".strip()
         spec = replace(spec, kernel=media.image.kernel, initrd=media.image.initrd, append=append)
+        if media.stick is not None:
+            spec = replace(spec, disks=(Disk(media.stick),))
     else:
         assert media.stick is not None
         spec = replace(spec, disks=(Disk(media.stick),))

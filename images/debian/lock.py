@@ -46,6 +46,15 @@ def go_set(arch: str) -> str:
     return f"go-{arch}"
 
 
+# The shell of the mostly-source image: dash with its C library. Not busybox: busybox's shell is built
+# standalone (it runs its own applets before searching PATH), so `ls` would never reach /ubin/ls.
+SHELL_PACKAGES = ("dash", "libc6")
+
+
+def shell_set(arch: str) -> str:
+    return f"shell-{arch}"
+
+
 # What builds the boot stick: syslinux (installer for the host arch, modules arch-independent) and
 # systemd-boot for each guest arch.
 STICK_TOOLS_SET = "stick-tools"
@@ -144,6 +153,11 @@ def resolve_firmware_lock(apt: PrivateApt, path: Path) -> Lockfile:
     return Lockfile(apt.suite, {FIRMWARE_SET: _firmware(apt)}, path)
 
 
+def resolve_shell_sets(apt: PrivateApt) -> dict[str, list[LockedPackage]]:
+    return {shell_set(guest_arch): _locked(apt, [apt.candidate(name, deb_arch) for name in SHELL_PACKAGES])
+            for guest_arch, deb_arch in GUEST_DEBIAN_ARCH.items()}
+
+
 def resolve_lock(apt: PrivateApt, path: Path = DEFAULT_LOCK) -> Lockfile:
     """Resolve every package set against the mirror's current index."""
     apt.update()
@@ -165,4 +179,5 @@ def resolve_lock(apt: PrivateApt, path: Path = DEFAULT_LOCK) -> Lockfile:
     for guest_arch, deb_arch in GUEST_DEBIAN_ARCH.items():
         sets[go_set(guest_arch)] = _locked(apt, [apt.candidate(f"golang-{GO_VERSION}-go", deb_arch)])
     sets[GO_SRC_SET] = _locked(apt, [apt.candidate(f"golang-{GO_VERSION}-src", host)])
+    sets.update(resolve_shell_sets(apt))
     return Lockfile(apt.suite, sets, path)

@@ -1,6 +1,7 @@
-"""Groundwork of the mostly-source image: one Go root for all three arches, with warm build caches.
+"""The mostly-source image: one VFAT root for all three arches that is mostly Go source, a few prebuilt
+programs per arch, and every other command compiled on demand on first use.
 
-Layout of the store entry (the names the guest will see):
+Three store entries build it. The Go root (build_go_root) holds the names the guest will see:
     go/                       GOROOT: VERSION, go.env, src/ (Debian's golang-1.24-src), pkg/include/,
                               pkg/tool/linux_<goarch>/{compile,link,asm,buildid} for every arch
     linux_<goarch>/bin/go     the go command of each arch
@@ -12,12 +13,28 @@ on the tool's version line ("compile version go1.24.4"), not on the binary, and 
 the GOROOT path. Measured (riscv64 guest, QEMU 10, 2 vCPUs, TCG): first `go build` of a small command
 88.7 s and 55 compiles with an empty cache, 2.7 s and 0 compiles with the host-built one; natively on the
 host the cold build took 4.6 s. tests/vm/test_gosource.py keeps this true.
+
+The programs (build_programs) are the Go init and the on-demand builder of every arch, cross-built on the
+host. The image (build_gosource_image) is the boot stick of images/recipes/stick.py whose per-arch initrd
+is the first stage (images/guest/stage1.sh: find the VFAT root, switch_root to /linux_<goarch>/bin/init),
+with the root added to the same partition:
+
+    /go, /gocache/linux_<goarch>     the Go root above
+    /linux_<goarch>/bin/             init, bmbuild, go, sh (dash)
+    /lib*/...                        dash's dynamic loader and C library, at their Debian multiarch paths
+    /src/                            the project's guest Go module: go.mod, init, bmbuild, cmds/<command>
+    /ubin/<command>                  `#!/run/bm/bin/bmbuild /src/cmds/<command>`, and gofmt from /go/src
+    /dev /proc /sys /tmp /run        mount points
+
+Nothing needs a symlink (FAT has none): the stubs name /run/bm/bin, which init makes on tmpfs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -28,10 +45,13 @@ from pathlib import Path
 from images.debian.apt import host_debian_arch
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher
-from images.debian.lock import GO_SRC_SET, GO_VERSION, GUEST_DEBIAN_ARCH, go_set
+from images.debian.lock import GO_SRC_SET, GO_VERSION, GUEST_DEBIAN_ARCH, STICK_TOOLS_SET, go_set, shell_set
+from images.recipes import stick as stick_module
+from images.recipes.minimal import MinimalImage, build_minimal
+from images.recipes.stick import stick_files, stick_tools, write_stick
 from images.store import Store
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 3
 GO_TOOLS = ("compile", "link", "asm", "buildid")  # all `go build` runs with CGO_ENABLED=0
 # What the warm caches hold: the standard-library packages small system commands use, and their deps.
 WARM_PACKAGES = (
@@ -39,6 +59,12 @@ WARM_PACKAGES = (
     "net", "net/http", "os", "os/exec", "os/signal", "path/filepath", "regexp", "sort", "strconv", "strings",
     "syscall", "text/tabwriter", "time",
 )
+# Real programs of the Go tree compiled on demand too; their dependencies are warmed (not themselves).
+GO_TREE_COMMANDS = {"gofmt": "cmd/gofmt"}
+# Go's cache stamps each action entry with the time it was written, and trim.txt with the last trim:
+# both are fixed so the image is bit-identical from build to build (init stamps trim.txt at boot).
+CACHE_ENTRY_TIME = re.compile(rb"^(v1 [0-9a-f]{64} [0-9a-f]{64} +\d+ )( *\d+)\n$")
+FIXED_CACHE_TIME = 946684800 * 10**9
 BUILD_ENV = {"CGO_ENABLED": "0", "GOFLAGS": "-trimpath", "GOTOOLCHAIN": "local", "GOOS": "linux"}
 
 
@@ -74,6 +100,7 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
         "source": source_pkg.sha256,
         "tools": list(GO_TOOLS),
         "warm": list(WARM_PACKAGES),
+        "go_tree_commands": GO_TREE_COMMANDS,
         "env": BUILD_ENV,
     }
     lib = f"usr/lib/go-{GO_VERSION}"
@@ -99,25 +126,82 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
                     shutil.copytree(unpacked / share / "pkg/include", goroot / "pkg/include")
                     for name in ("VERSION", "go.env"):
                         shutil.copy2(unpacked / lib / name, goroot / name)
-            host_go = content / f"linux_{host_debian_arch()}/bin/go"
+            _stamp_sources(goroot / "src")
             for guest_arch in sorted(toolchains):
-                goarch = GUEST_DEBIAN_ARCH[guest_arch]
-                env = go_environment(goroot, goarch, content / f"gocache/linux_{goarch}", scratch / "home")
-                done = subprocess.run([str(host_go), "build", *WARM_PACKAGES], env=env, capture_output=True,
-                                      text=True, check=False)
-                if done.returncode != 0:
-                    raise RuntimeError(f"warming the {goarch} Go cache failed: {done.stderr.strip()[-1000:]}")
+                _warm_cache(content, GUEST_DEBIAN_ARCH[guest_arch])
 
     return GoRoot(store.get(f"go-root-{GO_VERSION}", inputs, build))
 
 
+def _stamp_sources(src: Path) -> None:
+    """Give the source tree the time every file on the stick has: Go's per-package source index (its
+    "module index", kept in the build cache) is keyed on each file's name, size and mtime, so the index
+    built on the host is only found by the guest when the times agree."""
+    for path in src.rglob("*"):
+        os.utime(path, (stick_module.EPOCH, stick_module.EPOCH), follow_symlinks=False)
+
+
+def _in_root(content: Path, goarch: str, *args: str) -> str:
+    """Run the host's go inside the root as the guest will see it (GOROOT=/go, GOCACHE=/gocache/...):
+    a rootless chroot in a user namespace. The cache's index entries name the GOROOT path, so entries
+    made under another path would miss in the guest, and its first build would index the std packages
+    itself (measured: 3 s on x86_64 under TCG)."""
+    scratch = content / "warm"
+    scratch.mkdir(exist_ok=True)
+    # os/exec opens /dev/null for a child's unused stdin/stdout; an empty file does (no mknod rootless).
+    (content / "dev").mkdir(exist_ok=True)
+    (content / "dev/null").write_bytes(b"")
+    env = {"PATH": f"/linux_{host_debian_arch()}/bin", "GOROOT": "/go", "GOARCH": goarch,
+           "GOCACHE": f"/gocache/linux_{goarch}", "GOPATH": "/warm/gopath", "HOME": "/warm", "TMPDIR": "/warm",
+           "TZ": "UTC", **BUILD_ENV}
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"  # util-linux; env PATH below is the root's
+    argv = [unshare, "--user", "--map-root-user", f"--root={content}", "--wd=/warm",
+            f"/linux_{host_debian_arch()}/bin/go", *args]
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(content / "dev", ignore_errors=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"go {' '.join(args[:3])} ... for {goarch} failed (a rootless chroot needs user "
+                           f"namespaces): {done.stderr.strip()[-1000:]}")
+    return done.stdout
+
+
+def _warm_cache(content: Path, goarch: str) -> None:
+    tree_commands = list(GO_TREE_COMMANDS.values())
+    dependencies = [p for p in _in_root(content, goarch, "list", "-deps", *tree_commands).split()
+                    if p not in tree_commands]
+    _in_root(content, goarch, "build", *WARM_PACKAGES, *dependencies)
+    _fix_cache_times(content / f"gocache/linux_{goarch}")
+
+
+def _fix_cache_times(cache: Path) -> None:
+    for entry in cache.glob("??/*-a"):
+        fixed = CACHE_ENTRY_TIME.sub(lambda m: m.group(1) + b"%20d\n" % FIXED_CACHE_TIME, entry.read_bytes())
+        entry.write_bytes(fixed)
+    (cache / "trim.txt").write_text(str(FIXED_CACHE_TIME // 10**9))
+
+
 GUEST_GO = Path(__file__).parent.parent / "guest" / "go"
+STAGE1_INIT = Path(__file__).parent.parent / "guest" / "stage1.sh"
 BUILDER = "bmbuild"
+PROGRAMS = ("init", BUILDER)  # prebuilt from /src, besides go and the shell
 STUB_INTERPRETER = "/run/bm/bin/bmbuild"  # /run/bm/bin -> /linux_<goarch>/bin, made on tmpfs at boot
+# The first stage's drivers: the VFAT root and the code pages its mount options name.
+STAGE1_MODULES = ("vfat", "nls_cp437", "nls_ascii", "nls_utf8")
+# dash's dynamic loader where its PT_INTERP points, and the C library where that loader searches; no
+# two arches share a path, so one root serves all.
+TRIPLET = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "riscv64": "riscv64-linux-gnu"}
+LOADER = {"amd64": "lib64/ld-linux-x86-64.so.2", "arm64": "lib/ld-linux-aarch64.so.1",
+          "riscv64": "lib/ld-linux-riscv64-lp64d.so.1"}
+MOUNT_POINTS = ("dev", "proc", "sys", "tmp", "run")
+FAT_FORBIDDEN = set('<>:"\\|?*')
+ELF_MACHINE = {0x3E: "amd64", 0xB7: "arm64", 0xF3: "riscv64", 0x03: "i386"}  # i386: syslinux modules
 
 
 def guest_sources() -> dict[str, bytes]:
-    """The project's guest-side Go tree (go.mod, the builder, the commands), by path below /src."""
+    """The project's guest-side Go tree (go.mod, init, the builder, the commands), by path below /src."""
     return {p.relative_to(GUEST_GO).as_posix(): p.read_bytes() for p in sorted(GUEST_GO.rglob("*")) if p.is_file()}
 
 
@@ -125,15 +209,21 @@ def command_names() -> list[str]:
     return sorted(p.name for p in (GUEST_GO / "cmds").iterdir() if p.is_dir())
 
 
-def stub(command: str) -> bytes:
+def command_sources() -> dict[str, str]:
+    """Every command compiled on demand, and the source folder its stub names."""
+    return {**{name: f"/src/cmds/{name}" for name in command_names()},
+            **{name: f"/go/src/{package}" for name, package in GO_TREE_COMMANDS.items()}}
+
+
+def stub(command: str, source: str | None = None) -> bytes:
     """What /ubin/<command> holds: the kernel hands it to the builder, which builds once, then execs."""
-    return f"#!{STUB_INTERPRETER} /src/cmds/{command}\n".encode()
+    return f"#!{STUB_INTERPRETER} {source or f'/src/cmds/{command}'}\n".encode()
 
 
 def build_programs(store: Store, go_root: GoRoot) -> Path:
-    """The prebuilt programs of every arch (for now the builder): linux_<goarch>/bin/<program>."""
+    """The prebuilt programs of every arch: linux_<goarch>/bin/{init,bmbuild}."""
     sources = guest_sources()
-    inputs = {"recipe_version": RECIPE_VERSION, "go_root": go_root.root.parent.name,
+    inputs = {"recipe_version": RECIPE_VERSION, "go_root": go_root.root.parent.name, "programs": list(PROGRAMS),
               "sources": hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()}
 
     def build(content: Path) -> None:
@@ -145,10 +235,121 @@ def build_programs(store: Store, go_root: GoRoot) -> Path:
             host_go = go_root.go(host_debian_arch())
             for goarch in sorted(set(GUEST_DEBIAN_ARCH.values())):
                 env = go_environment(go_root.goroot, goarch, Path(tmp) / f"cache-{goarch}", Path(tmp) / "home")
-                target = content / f"linux_{goarch}/bin/{BUILDER}"
-                done = subprocess.run([str(host_go), "build", "-o", str(target), f"./{BUILDER}"], cwd=tree, env=env,
-                                      capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    raise RuntimeError(f"building {BUILDER} for {goarch} failed: {done.stderr.strip()[-1000:]}")
+                for program in PROGRAMS:
+                    target = content / f"linux_{goarch}/bin/{program}"
+                    done = subprocess.run([str(host_go), "build", "-buildvcs=false", "-ldflags=-s -w", "-o",
+                                           str(target), f"./{program}"], cwd=tree, env=env, capture_output=True,
+                                          text=True, check=False)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"building {program} for {goarch} failed: {done.stderr.strip()[-1000:]}")
 
     return store.get("go-programs", inputs, build)
+
+
+def _fat_safe(paths: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, left out): FAT cannot hold some characters, nor two names that differ only in case."""
+    kept, left_out, seen = [], [], set()
+    for rel in sorted(paths):
+        folded = rel.lower()
+        if FAT_FORBIDDEN & set(rel) or folded in seen or any(part.endswith((" ", ".")) for part in rel.split("/")):
+            left_out.append(rel)
+            continue
+        seen.add(folded)
+        kept.append(rel)
+    return kept, left_out
+
+
+def _shell_files(fetcher: DebianFetcher, scratch: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for guest_arch, goarch in GUEST_DEBIAN_ARCH.items():
+        unpacked = scratch / f"shell-{goarch}"
+        for _, deb in fetcher.fetch_set(shell_set(guest_arch)):
+            extract_deb(deb, unpacked)
+        triplet = TRIPLET[goarch]
+        files[f"linux_{goarch}/bin/sh"] = unpacked / "usr/bin/dash"
+        files[LOADER[goarch]] = unpacked / f"usr/lib/{triplet}" / Path(LOADER[goarch]).name
+        files[f"lib/{triplet}/libc.so.6"] = unpacked / f"usr/lib/{triplet}/libc.so.6"
+    return files
+
+
+def root_files(go_root: GoRoot, programs: Path, shell: dict[str, Path]) -> tuple[dict[str, bytes | Path], list[str]]:
+    """Every file of the mostly-source root by path, and the Go tree files FAT cannot hold (left out)."""
+    tree = {p.relative_to(go_root.root).as_posix(): p for p in go_root.files()}
+    kept, left_out = _fat_safe(list(tree))
+    files: dict[str, bytes | Path] = {rel: tree[rel] for rel in kept}
+    files.update({p.relative_to(programs).as_posix(): p for p in programs.rglob("*") if p.is_file()})
+    files.update(shell)
+    files.update({f"src/{rel}": data for rel, data in guest_sources().items()})
+    files.update({f"ubin/{name}": stub(name, source) for name, source in command_sources().items()})
+    return files, left_out
+
+
+def elf_arch(data: bytes | Path) -> str | None:
+    """The Debian arch an ELF file is built for, or None for anything else."""
+    if isinstance(data, Path):
+        with data.open("rb") as handle:
+            data = handle.read(20)
+    if data[:4] != b"\x7fELF":
+        return None
+    return ELF_MACHINE.get(int.from_bytes(data[18:20], "little"), "other")
+
+
+def census(files: dict[str, bytes | Path]) -> dict[str, object]:
+    """How mostly-source the root is: source files (Go tree and guest module) and ELF programs per arch.
+    The warm caches hold compiled objects, not programs, and are counted apart."""
+    source = [rel for rel in files if rel.startswith(("go/src/", "src/"))]
+    binaries: dict[str, list[str]] = {}
+    for rel, data in files.items():
+        if rel.startswith("gocache/") or rel in source:
+            continue  # the race .syso objects and test data of the Go tree are source, not programs
+        arch = elf_arch(data)
+        if arch is not None:
+            binaries.setdefault(arch, []).append(rel)
+    return {
+        "source_files": len(source),
+        "go_files": sum(1 for rel in source if rel.endswith(".go")),
+        "binaries": {arch: sorted(paths) for arch, paths in sorted(binaries.items())},
+        "cache_files": sum(1 for rel in files if rel.startswith("gocache/")),
+        "files": len(files),
+        "bytes": sum(len(d) if isinstance(d, bytes) else d.stat().st_size for d in files.values()),
+    }
+
+
+@dataclass(frozen=True)
+class GoSourceImage:
+    stick: Path
+    stage1: dict[str, MinimalImage]  # kernel + first-stage initrd of each arch, for direct boots
+    census: dict[str, object]
+    key: str
+
+
+def build_gosource_image(
+    store: Store, fetcher: DebianFetcher, go_root: GoRoot, programs: Path, stage1: dict[str, MinimalImage]
+) -> GoSourceImage:
+    tool_debs = fetcher.fetch_set(STICK_TOOLS_SET)
+    shell_debs = {arch: [p.sha256 for p, _ in fetcher.fetch_set(shell_set(arch))] for arch in GUEST_DEBIAN_ARCH}
+    inputs = {
+        "recipe_version": RECIPE_VERSION,
+        "go_root": go_root.root.parent.name,
+        "programs": programs.parent.name,
+        "stage1": {arch: image.key for arch, image in sorted(stage1.items())},
+        "shell": shell_debs,
+        "tools": sorted(p.sha256 for p, _ in tool_debs),
+        "sources": hashlib.sha256(repr(sorted(guest_sources().items())).encode()).hexdigest(),
+        "recipes": [hashlib.sha256(Path(m).read_bytes()).hexdigest() for m in (__file__, stick_module.__file__)],
+    }
+
+    def build(content: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="bm-gosource-") as tmp, stick_tools(tool_debs) as tools:
+            files, left_out = root_files(go_root, programs, _shell_files(fetcher, Path(tmp)))
+            files.update(stick_files(stage1, tools, uefi_only=False))
+            write_stick(content / "stick.img", files, tools, uefi_only=False, directories=MOUNT_POINTS)
+            summary = {**census(files), "left_out": left_out}
+            (content / "census.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+    root = store.get("gosource-image", inputs, build)
+    return GoSourceImage(root / "stick.img", stage1, json.loads((root / "census.json").read_text()), root.parent.name)
+
+
+def build_stage1(store: Store, fetcher: DebianFetcher, arch: str) -> MinimalImage:
+    return build_minimal(store, fetcher, arch, modules=STAGE1_MODULES, init=STAGE1_INIT, name="gosource-stage1")

@@ -94,7 +94,12 @@ def _module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, byte
     return [(f"{key}.ko", data) for key, data in ordered.items()]
 
 
-def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tuple[str, ...] = ()) -> MinimalImage:
+def build_minimal(
+    store: Store, fetcher: DebianFetcher, arch: str, modules: tuple[str, ...] = (), *, init: Path = INIT_SCRIPT,
+    name: str = "minimal",
+) -> MinimalImage:
+    """The kernel and a busybox initramfs whose /init is `init` (the marker-printing shell by default;
+    the mostly-source image passes its first stage, which mounts the VFAT root)."""
     modules = (*POWER_BUTTON_MODULES[arch], *VIRTIO_MODULES, *modules)
     (kernel_pkg, kernel_deb), = fetcher.fetch_set(kernel_set(arch))
     (busybox_pkg, busybox_deb), = fetcher.fetch_set(busybox_set(arch))
@@ -103,7 +108,7 @@ def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tupl
         "arch": arch,
         "kernel": kernel_pkg.sha256,
         "busybox": busybox_pkg.sha256,
-        "init": hashlib.sha256(INIT_SCRIPT.read_bytes()).hexdigest(),
+        "init": hashlib.sha256(init.read_bytes()).hexdigest(),
         "udhcpc": hashlib.sha256(UDHCPC_SCRIPT.read_bytes()).hexdigest(),
         "cpio_writer": hashlib.sha256((Path(__file__).parent.parent / "cpio.py").read_bytes()).hexdigest(),
         "modules": list(modules),
@@ -125,12 +130,12 @@ def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tupl
             extract_deb(busybox_deb, bb_tree, lambda p: p == "usr/bin/busybox")
             archive.add_file_from("bin/busybox", bb_tree / "usr/bin/busybox", 0o755)
             archive.add_symlink("bin/sh", "busybox")
-            archive.add_file_from("init", INIT_SCRIPT, 0o755)
+            archive.add_file_from("init", init, 0o755)
             archive.add_file_from("etc/udhcpc.script", UDHCPC_SCRIPT, 0o755)
             load_list = []
-            for name, data in _module_order(tree / "usr/lib/modules" / release, list(modules)):
-                archive.add_file(f"lib/modules/{name}", data)
-                load_list.append(name)
+            for module, data in _module_order(tree / "usr/lib/modules" / release, list(modules)):
+                archive.add_file(f"lib/modules/{module}", data)
+                load_list.append(module)
             if POWER_BUTTON_MODULES[arch]:
                 archive.add_file("etc/acpi/PWRF/00000080", POWER_BUTTON_SCRIPT, 0o755)
             archive.add_file("etc/modules-load", "".join(f"{m}\n" for m in load_list).encode())
@@ -139,6 +144,6 @@ def build_minimal(store: Store, fetcher: DebianFetcher, arch: str, modules: tupl
                 json.dumps({"arch": arch, "kernel_release": release, "modules": load_list}, indent=2) + "\n"
             )
 
-    root = store.get(f"minimal-{arch}", inputs, build)
+    root = store.get(f"{name}-{arch}", inputs, build)
     info = json.loads((root / "image.json").read_text())
     return MinimalImage(arch, root / "kernel", root / "initramfs.cpio", info["kernel_release"], key=root.parent.name)

@@ -14,8 +14,9 @@ one stick carries one entry per arch with no per-firmware scripts, and U-Boot ne
 (which it could not tell apart between arches). Debian's kernels are EFI-stub images on all three
 arches, which systemd-boot starts directly with the initrd.
 
-Determinism: mkfs.vfat runs with --invariant (fixed volume id 1234-ABCD and times), files are copied one by one in
-sorted order with fixed timestamps (mtools honours SOURCE_DATE_EPOCH), and the MBR disk signature is fixed.
+Determinism: mkfs.vfat runs with --invariant (fixed volume id 1234-ABCD and times), directories are made and
+files copied in sorted order with fixed timestamps (mtools stamps files with SOURCE_DATE_EPOCH), and the
+MBR disk signature is fixed.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher
-from images.debian.lock import STICK_TOOLS_SET
+from images.debian.lock import STICK_TOOLS_SET, LockedPackage
 from images.recipes.minimal import MinimalImage
 from images.store import Store
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 EPOCH = 946684800  # 2000-01-01: FAT cannot store times before 1980
 DISK_SIGNATURE = 0xB0075EED
 PARTITION_START = 2048  # sectors (1 MiB)
@@ -59,12 +62,12 @@ def _tool(name: str) -> str:
     return found
 
 
-def stick_files(images: dict[str, MinimalImage], tools: Path, uefi_only: bool) -> dict[str, bytes]:
-    """Every file of the stick's partition, by path: the layout is decided here and nowhere else."""
-    files: dict[str, bytes] = {}
+def stick_files(images: dict[str, MinimalImage], tools: Path, uefi_only: bool) -> dict[str, bytes | Path]:
+    """Every boot file of the stick's partition, by path: the layout is decided here and nowhere else."""
+    files: dict[str, bytes | Path] = {}
     for arch, image in sorted(images.items()):
-        files[f"{arch}/linux"] = image.kernel.read_bytes()
-        files[f"{arch}/initrd"] = image.initrd.read_bytes()
+        files[f"{arch}/linux"] = image.kernel
+        files[f"{arch}/initrd"] = image.initrd
         efi_arch, efi_name = EFI_NAMES[arch]
         files[f"EFI/BOOT/{efi_name}"] = (tools / f"usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi").read_bytes()
         files[f"loader/entries/{arch}.conf"] = (
@@ -90,33 +93,56 @@ def _mbr(boot_code: bytes, partition_sectors: int) -> bytes:
     return code + struct.pack("<IH", DISK_SIGNATURE, 0) + entry + b"\0" * 48 + b"\x55\xaa"
 
 
-def write_stick(target: Path, files: dict[str, bytes], tools: Path, uefi_only: bool) -> None:
-    payload = sum(len(data) for data in files.values())
-    size_mib = max(64, (payload * 5 // 4) // (1 << 20) + 32)  # FAT32 needs >= 33 MiB; leave room
+def _stage(files: dict[str, bytes | Path], staging: Path) -> dict[str, list[Path]]:
+    """The host file mcopy copies for each stick path, grouped by stick directory. mcopy keeps the source's
+    base name, so bytes, and files whose name differs, are written to `staging` first."""
+    by_directory: dict[str, list[Path]] = {}
+    for rel in sorted(files):
+        data = files[rel]
+        if isinstance(data, Path) and data.name == Path(rel).name:
+            source = data
+        else:
+            source = staging / rel
+            source.parent.mkdir(parents=True, exist_ok=True)
+            source.write_bytes(data.read_bytes() if isinstance(data, Path) else data)
+        by_directory.setdefault(str(Path(rel).parent), []).append(source)
+    return by_directory
+
+
+def _size(data: bytes | Path) -> int:
+    return data.stat().st_size if isinstance(data, Path) else len(data)
+
+
+def write_stick(
+    target: Path, files: dict[str, bytes | Path], tools: Path, uefi_only: bool, directories: tuple[str, ...] = ()
+) -> None:
+    """Write the stick image: `files` by path in the partition (bytes, or a host file to copy), plus empty
+    `directories`. One mmd call makes every directory and one mcopy call per directory copies its files,
+    in sorted order, so the layout is the same from build to build."""
+    cluster = 4096
+    payload = sum(-(-_size(data) // cluster) * cluster for data in files.values())
+    size_mib = max(64, (payload * 9 // 8) // (1 << 20) + 48)  # FAT32 needs >= 33 MiB; FATs and directories
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
     with tempfile.TemporaryDirectory(prefix="bm-stick-") as tmp:
         work = Path(tmp)
         part = work / "partition.img"
         subprocess.run(
-            [_tool("mkfs.vfat"), "-C", "-F", "32", "-n", "BOOTMATRIX", "--invariant",
+            [_tool("mkfs.vfat"), "-C", "-F", "32", "-s", str(cluster // SECTOR), "-n", "BOOTMATRIX", "--invariant",
              str(part), str(size_mib * 1024)],
             check=True, capture_output=True, env=env,
         )
-        staging = work / "files"
-        made: set[str] = set()
-        for rel in sorted(files):
-            parent = str(Path(rel).parent)
-            for depth in range(1, len(Path(parent).parts) + 1) if parent != "." else ():
-                directory = "/".join(Path(parent).parts[:depth])
-                if directory not in made:
-                    subprocess.run([_tool("mmd"), "-i", str(part), f"::/{directory}"], check=True, env=env,
-                                   capture_output=True)
-                    made.add(directory)
-            source = staging / rel
-            source.parent.mkdir(parents=True, exist_ok=True)
-            source.write_bytes(files[rel])
-            os.utime(source, (EPOCH, EPOCH))
-            subprocess.run([_tool("mcopy"), "-m", "-i", str(part), str(source), f"::/{rel}"], check=True, env=env,
+        by_directory = _stage(files, work / "files")
+        wanted = set(directories)
+        for directory in [*by_directory, *directories]:
+            parts = Path(directory).parts if directory != "." else ()
+            wanted.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+        if wanted:
+            subprocess.run([_tool("mmd"), "-i", str(part), *(f"::/{d}" for d in sorted(wanted))], check=True, env=env,
+                           capture_output=True)
+        for directory, sources in sorted(by_directory.items()):
+            # No -m: mtools stamps every file with SOURCE_DATE_EPOCH instead of the host file's time.
+            destination = "::/" if directory == "." else f"::/{directory}/"
+            subprocess.run([_tool("mcopy"), "-i", str(part), *map(str, sources), destination], check=True, env=env,
                            capture_output=True)
         # A UEFI-only stick gets the stub a non-bootable MBR carries: `int 0x18` (BIOS: "boot failed, try
         # the next device"), then halt, so a BIOS reports the failure instead of running zeros.
@@ -136,6 +162,16 @@ def write_stick(target: Path, files: dict[str, bytes], tools: Path, uefi_only: b
                 shutil.copyfileobj(source_part, disk, 1 << 20)
 
 
+@contextmanager
+def stick_tools(tool_debs: list[tuple[LockedPackage, Path]]) -> Iterator[Path]:
+    """syslinux and systemd-boot unpacked in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="bm-stick-tools-") as tmp:
+        tools = Path(tmp)
+        for _, deb in tool_debs:
+            extract_deb(deb, tools, lambda p: p.startswith(("usr/bin/syslinux", "usr/lib/")))
+        yield tools
+
+
 def build_stick(store: Store, fetcher: DebianFetcher, images: dict[str, MinimalImage], uefi_only: bool = False) -> Path:
     tool_debs = fetcher.fetch_set(STICK_TOOLS_SET)
     inputs = {
@@ -147,10 +183,7 @@ def build_stick(store: Store, fetcher: DebianFetcher, images: dict[str, MinimalI
     }
 
     def build(content: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="bm-stick-tools-") as tmp:
-            tools = Path(tmp)
-            for _, deb in tool_debs:
-                extract_deb(deb, tools, lambda p: p.startswith(("usr/bin/syslinux", "usr/lib/")))
+        with stick_tools(tool_debs) as tools:
             write_stick(content / "stick.img", stick_files(images, tools, uefi_only), tools, uefi_only)
 
     name = "stick-uefi-only" if uefi_only else "stick"

@@ -15,9 +15,8 @@ import pytest
 from harness.deadline import Deadline
 from harness.errors import GuestPanic
 from harness.spec import Disk, Pflash, SpecError
-from images.debian.extract import extract_deb
 from images.debian.lock import STICK_TOOLS_SET
-from images.recipes.stick import build_stick, stick_files, write_stick
+from images.recipes.stick import build_stick, stick_files, stick_tools, write_stick
 from matrix.model import Cell
 
 # What each firmware prints, proving the boot went through it. OVMF prints nothing of its own when it
@@ -100,10 +99,8 @@ def test_wrong_pflash_size_is_refused_before_launch(bootmatrix_vms, tmp_path: Pa
 def test_stick_is_bit_identical_when_built_twice(bootmatrix_lab) -> None:  # type: ignore[no-untyped-def]
     images = {a: bootmatrix_lab.image(a) for a in ("x86_64", "aarch64", "riscv64")}
     digests = []
-    with tempfile.TemporaryDirectory(prefix="bm-stick-twice-") as tmp:
-        tools = Path(tmp) / "tools"
-        for _, deb in bootmatrix_lab.fetcher().fetch_set(STICK_TOOLS_SET):
-            extract_deb(deb, tools, lambda p: p.startswith(("usr/bin/syslinux", "usr/lib/")))
+    tool_debs = bootmatrix_lab.fetcher().fetch_set(STICK_TOOLS_SET)
+    with tempfile.TemporaryDirectory(prefix="bm-stick-twice-") as tmp, stick_tools(tool_debs) as tools:
         for attempt in range(2):
             target = Path(tmp) / f"stick{attempt}.img"
             write_stick(target, stick_files(images, tools, False), tools, False)

@@ -1,177 +1,158 @@
-"""Groundwork of the mostly-source image (issue 5): the multi-arch Go root is mostly source, and the
-warm cache built on the host is used as it is by a guest of each arch: its first `go build` of a new
-command compiles only that command."""
+"""The mostly-source image (issue 5): a VFAT root of Go source for three arches, a few prebuilt programs
+per arch, every other command compiled on first call; its latency gate; its reproducibility."""
 
 from __future__ import annotations
 
-import stat
-import time
-from dataclasses import replace
+import hashlib
+import statistics
 from pathlib import Path
 
 import pytest
 
 from harness.deadline import Deadline
-from images.cpio import CpioArchive, read_newc
-from images.debian.lock import GUEST_DEBIAN_ARCH
-from images.recipes.gosource import (
-    BUILD_ENV,
-    BUILDER,
-    GoRoot,
-    build_go_root,
-    build_programs,
-    command_names,
-    guest_sources,
-    stub,
-)
-from matrix.lab import Lab
+from images.recipes.gosource import GoSourceImage, command_names, guest_sources
+from images.store import Store
+from matrix.lab import ARCHES, Lab, Unavailable
+from matrix.latency import judge_latency, measure_calls
+from matrix.model import DEFAULT_MATRIX, Cell, load_compile_budget
 from matrix.profiles import direct_cell
 
 pytestmark = pytest.mark.vm
-ELF = b"\x7fELF"
+GOSOURCE_MATRIX = DEFAULT_MATRIX.with_name("gosource.toml")
+MAX_PROGRAMS_PER_ARCH = 15
 
-HELLO = '''package main
 
-import (
-	"crypto/sha256"
-	"fmt"
-	"os"
-)
-
-func main() { fmt.Printf("%x %d\\n", sha256.Sum256([]byte("bootmatrix")), len(os.Args)) }
-'''
+def gosource_cell(arch: str, append: str = "") -> Cell:
+    return direct_cell(arch, image="gosource", memory_mib=2048, smp=2, append=append)
 
 
 @pytest.fixture(scope="module")
-def go_root(bootmatrix_lab: Lab) -> GoRoot:
-    return build_go_root(bootmatrix_lab.store, bootmatrix_lab.fetcher())
+def image(bootmatrix_lab: Lab) -> GoSourceImage:
+    try:
+        return bootmatrix_lab.gosource()
+    except Unavailable as error:
+        pytest.skip(str(error))
 
 
-def test_the_root_is_mostly_source(go_root: GoRoot, record_property) -> None:  # type: ignore[no-untyped-def]
-    source_tree = [p for p in go_root.files() if "src" in p.relative_to(go_root.root).parts]
-    go_files = sum(1 for p in source_tree if p.suffix == ".go")
-    binaries: dict[str, int] = {}
-    for path in go_root.files():
-        if "gocache" in path.parts or path in source_tree:
-            continue  # cached objects, and the race .syso objects and test data of the source, are not programs
-        with path.open("rb") as handle:
-            if handle.read(4) == ELF:
-                arch = next((part for part in path.parts if part.startswith("linux_")), path.parent.name)
-                binaries[arch] = binaries.get(arch, 0) + 1
-    record_property("source_tree_files", len(source_tree))
-    record_property("go_files", go_files)
-    record_property("binaries_per_arch", binaries)
-    # Source files: everything in the source tree (Go, assembly, C headers, tests, test data, docs).
-    assert len(source_tree) >= 10_000 and go_files >= 7_000
-    assert set(binaries) == {f"linux_{a}" for a in GUEST_DEBIAN_ARCH.values()}
-    assert all(count <= 15 for count in binaries.values()), binaries
+def test_the_root_is_mostly_source(image: GoSourceImage, record_property) -> None:  # type: ignore[no-untyped-def]
+    census = image.census
+    binaries = census["binaries"]
+    assert isinstance(binaries, dict)
+    record_property("source_files", census["source_files"])
+    record_property("go_files", census["go_files"])
+    record_property("programs_per_arch", {arch: len(paths) for arch, paths in binaries.items()})
+    record_property("left_out_for_fat", len(census["left_out"]))  # type: ignore[arg-type]
+    assert census["source_files"] >= 10_000 and census["go_files"] >= 7_000, census  # type: ignore[operator]
+    for goarch in ("amd64", "arm64", "riscv64"):
+        programs = binaries[goarch]
+        assert f"linux_{goarch}/bin/init" in programs and f"linux_{goarch}/bin/sh" in programs
+        assert len(programs) <= MAX_PROGRAMS_PER_ARCH, programs
+    # Only syslinux's BIOS modules (32-bit x86, the boot loader's) are ELF files of no guest arch.
+    assert set(binaries) <= {"amd64", "arm64", "riscv64", "i386"}, binaries
 
 
-def _initramfs_with_go(base: Path, go_root: GoRoot, goarch: str, target: Path, programs: Path | None = None) -> None:
-    """The minimal image's initramfs plus this arch's part of the Go root and a small module; with
-    `programs`, also the builder, the command sources under /src and their stubs under /ubin."""
-    archive = CpioArchive()
-    if programs is not None:
-        builder = programs / f"linux_{goarch}/bin/{BUILDER}"
-        archive.add_file(f"linux_{goarch}/bin/{BUILDER}", builder.read_bytes(), 0o755)
-        for rel, data in guest_sources().items():
-            archive.add_file(f"src/{rel}", data)
-        for command in command_names():
-            archive.add_file(f"ubin/{command}", stub(command), 0o755)
-    for entry in read_newc(base.read_bytes()):
-        archive.add_entry(entry)
-    for path in sorted(go_root.root.rglob("*")):
-        rel = path.relative_to(go_root.root).as_posix()
-        other_arch = any(f"linux_{a}" in rel and a != goarch for a in GUEST_DEBIAN_ARCH.values())
-        if other_arch or "/testdata/" in f"/{rel}/" or rel.endswith("_test.go") or path.is_dir():
-            continue
-        archive.add_file(rel, path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
-    archive.add_file("hello/go.mod", b"module hello\n\ngo 1.24\n")
-    archive.add_file("hello/main.go", HELLO.encode())
-    archive.write(target)
+def _references(release: str, machine: str) -> dict[str, tuple[str, str]]:
+    """command -> (arguments, the exact output), computed here from what the image holds. ls comes first:
+    the test uses it to read inode numbers."""
+    go_mod = guest_sources()["go.mod"]
+    text = go_mod.decode()
+    return {
+        "ls": ("/src/cmds", "\n".join(command_names())),
+        "uname": ("", f"Linux {release} {machine}"),
+        "cat": ("/src/go.mod", text.rstrip("\n")),
+        "sha256sum": ("/src/go.mod", f"{hashlib.sha256(go_mod).hexdigest()}  /src/go.mod"),
+        "wc": ("/src/go.mod", f"{text.count(chr(10))} {len(text.split())} {len(go_mod)} /src/go.mod"),
+    }
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "aarch64", "riscv64"])
-def test_host_built_cache_serves_the_guest(  # type: ignore[no-untyped-def]  # noqa: PLR0917 - pytest fixtures
-    bootmatrix_vms, bootmatrix_lab: Lab, go_root: GoRoot, tmp_path: Path, arch: str, record_property
+@pytest.mark.parametrize("arch", ARCHES)
+def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyped-def]
+    bootmatrix_vms, image: GoSourceImage, arch: str, record_property
 ) -> None:
-    goarch = GUEST_DEBIAN_ARCH[arch]
-    cell = direct_cell(arch, memory_mib=2048, smp=2)
-    initrd = tmp_path / "go-initramfs.cpio"
-    _initramfs_with_go(bootmatrix_lab.image(arch).initrd, go_root, goarch, initrd)
-    guest = bootmatrix_vms(cell, customize=lambda spec: replace(spec, initrd=initrd))
-    env = " ".join(f"{k}={v}" for k, v in BUILD_ENV.items())
-    setup = (f"export PATH=/linux_{goarch}/bin:$PATH GOROOT=/go GOCACHE=/tmp/gocache GOPATH=/tmp/gopath "
-             f"HOME=/tmp {env} && cp -a /gocache/linux_{goarch} /tmp/gocache && go version")
-    output, code = guest.console.run(setup, Deadline.after(300))
-    assert code == 0 and f"linux/{goarch}" in output, output
-    started = time.monotonic()
-    output, code = guest.console.run("cd /hello && go build -x -o /tmp/hello . > /tmp/build.log 2>&1",
-                                     Deadline.after(600))
-    seconds = time.monotonic() - started
-    record_property("first_build_seconds", round(seconds, 2))
-    guest.metric("go_first_build_s", seconds, "s")
-    if code != 0:
-        log, _ = guest.console.run("tail -20 /tmp/build.log", Deadline.after(30))
-        pytest.fail(f"go build failed ({code}):\n{log}")
-    count, _ = guest.console.run(f"grep -c 'pkg/tool/linux_{goarch}/compile' /tmp/build.log", Deadline.after(30))
-    record_property("first_build_compiles", int(count))
-    assert int(count) == 1, f"expected only the command itself to compile, not {count} packages"
-    ran, code = guest.console.run("/tmp/hello a", Deadline.after(60))
-    assert code == 0 and ran.endswith(" 2") and len(ran.split()[0]) == 64, ran
-
-
-# command -> (arguments, a busybox command whose output must be the same)
-FIRST_CALLS = {
-    "uname": ("", "echo $(busybox uname -s) $(busybox uname -r) $(busybox uname -m)"),
-    "cat": ("/etc/modules-load", "busybox cat /etc/modules-load"),
-    "sha256sum": ("/init", "busybox sha256sum /init"),
-    "ls": ("/etc", "busybox ls -1 /etc"),
-    "wc": ("/init", "echo $(busybox wc -l < /init) $(busybox wc -w < /init) $(busybox wc -c < /init) /init"),
-}
-
-
-@pytest.mark.parametrize("arch", ["x86_64", "aarch64", "riscv64"])
-def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyped-def]  # noqa: PLR0917 - fixtures
-    bootmatrix_vms, bootmatrix_lab: Lab, go_root: GoRoot, tmp_path: Path, arch: str, record_property
-) -> None:
-    goarch = GUEST_DEBIAN_ARCH[arch]
-    programs = build_programs(bootmatrix_lab.store, go_root)
-    cell = direct_cell(arch, memory_mib=2048, smp=2)
-    initrd = tmp_path / "go-initramfs.cpio"
-    _initramfs_with_go(bootmatrix_lab.image(arch).initrd, go_root, goarch, initrd, programs)
-    guest = bootmatrix_vms(cell, customize=lambda spec: replace(spec, initrd=initrd))
+    guest = bootmatrix_vms(gosource_cell(arch))
     run = lambda command, seconds=600: guest.console.run(command, Deadline.after(seconds))  # noqa: E731
-    output, code = run(f"mkdir -p /run/bm && ln -s /linux_{goarch}/bin /run/bm/bin && "
-                       f"cp -a /gocache/linux_{goarch} /run/bm/gocache && export BMBUILD_VERBOSE=1")
-    assert code == 0, output
+    # The shell finds the stubs on PATH: nothing else answers to `ls` (no busybox on this root).
+    assert run("command -v ls") == ("/ubin/ls", 0)
+    references = _references(image.stage1[arch].kernel_release, arch)
     timings = {}
-    for command, (arguments, reference) in FIRST_CALLS.items():
-        expected, code = run(reference)
-        assert code == 0, expected
-        started = time.monotonic()
-        # By path: busybox's shell runs its own applets (uname, cat, ls...) before searching PATH.
-        first, code = run(f"/ubin/{command} {arguments} 2>/tmp/{command}.err; cat /tmp/{command}.err")
-        timings[command] = round(time.monotonic() - started, 2)
-        assert code == 0, first
-        assert first.startswith(expected) and f"bmbuild: built {command} in" in first, (first, expected)
-        inode, _ = run(f"busybox stat -c %i /run/bm/cache/bin/{command}")
-        second, code = run(f"/ubin/{command} {arguments} 2>/tmp/{command}.err2; cat /tmp/{command}.err2")
-        assert code == 0 and second == expected, (second, expected)  # no "built" line: not rebuilt
-        assert run(f"busybox stat -c %i /run/bm/cache/bin/{command}")[0] == inode  # the same binary
-        guest.metric(f"first_call_{command}_s", timings[command], "s")
-    record_property("first_call_seconds", timings)
+    for command, (arguments, expected) in references.items():
+        first, code = run(f"BMBUILD_VERBOSE=1 {command} {arguments} 2>&1")  # the builder speaks before the exec
+        report, _, output = first.partition("\n")
+        assert code == 0 and report.startswith(f"bmbuild: built {command} in") and output == expected, first
+        timings[command] = float(report.split(" in ")[1].split()[0])
+        inode = run(f"ls -i /run/bm/cache/bin | grep ' {command}$'")
+        second, code = run(f"BMBUILD_VERBOSE=1 {command} {arguments}")
+        assert (second, code) == (expected, 0)  # no "built" line: not rebuilt
+        assert run(f"ls -i /run/bm/cache/bin | grep ' {command}$'") == inode  # the very same binary
+        guest.metric(f"build_{command}_s", timings[command], "s")
+    record_property("build_seconds", timings)
 
-    # A command whose source does not compile: the compiler's error and a non-zero exit.
-    output, code = run("mkdir -p /src/cmds/broken && printf 'package main\\nfunc main() { undefinedThing() }\\n' "
-                       "> /src/cmds/broken/main.go && printf '#!/run/bm/bin/bmbuild /src/cmds/broken\\n' > "
-                       "/ubin/broken && chmod +x /ubin/broken && /ubin/broken")
+    # A command whose source does not compile: the compiler's words and a non-zero exit.
+    output, code = run("cp -r /src /tmp/ && mkdir -p /tmp/src/cmds/broken /tmp/ubin && "
+                       "printf 'package main\\nfunc main() { undefinedThing() }\\n' > /tmp/src/cmds/broken/main.go && "
+                       "printf '#!/run/bm/bin/bmbuild /tmp/src/cmds/broken\\n' > /tmp/ubin/broken && "
+                       "chmod 755 /tmp/ubin/broken && /tmp/ubin/broken")
     assert code == 2 and "undefined: undefinedThing" in output, output
 
+    # A changed source is rebuilt on the next call.
+    program = "package main\\nimport \\\"fmt\\\"\\nfunc main() { fmt.Println(\\\"%s\\\") }\\n"
+    output, code = run(f"mkdir -p /tmp/src/cmds/greet && printf \"{program % 'v1'}\" > /tmp/src/cmds/greet/main.go && "
+                       "printf '#!/run/bm/bin/bmbuild /tmp/src/cmds/greet\\n' > /tmp/ubin/greet && "
+                       "chmod 755 /tmp/ubin/greet && /tmp/ubin/greet")
+    assert (output, code) == ("v1", 0), output
+    output, code = run(f"printf \"{program % 'v2'}\" > /tmp/src/cmds/greet/main.go && "
+                       "BMBUILD_VERBOSE=1 /tmp/ubin/greet")
+    assert code == 0 and output.startswith("bmbuild: built greet in") and output.endswith("v2"), output
+
     # Two shells calling a new command at once build it once.
-    output, code = run("busybox cp -r /src/cmds/cat /src/cmds/twice && busybox sed 's,cmds/cat,cmds/twice,' "
-                       "/ubin/cat > /ubin/twice && chmod +x /ubin/twice && "
-                       "(/ubin/twice /etc/modules-load 2>/tmp/t1 & /ubin/twice /etc/modules-load 2>/tmp/t2 & wait) "
-                       ">/dev/null; "
-                       "busybox cat /tmp/t1 /tmp/t2 | busybox grep -c 'bmbuild: built twice'")
+    output, code = run("cp -r /tmp/src/cmds/cat /tmp/src/cmds/twice && "
+                       "printf '#!/run/bm/bin/bmbuild /tmp/src/cmds/twice\\n' > /tmp/ubin/twice && "
+                       "chmod 755 /tmp/ubin/twice && "
+                       "(BMBUILD_VERBOSE=1 /tmp/ubin/twice /src/go.mod 2>/tmp/t1 >/dev/null & "
+                       "BMBUILD_VERBOSE=1 /tmp/ubin/twice /src/go.mod 2>/tmp/t2 >/dev/null & wait); "
+                       "cat /tmp/t1 /tmp/t2 | grep -c 'bmbuild: built twice'")
     assert (output, code) == ("1", 0), output
+
+    # A real program of the Go tree, compiled on demand from /go/src/cmd/gofmt.
+    output, code = run("printf 'package main\\nfunc  main( ) {}\\n' > /tmp/x.go && gofmt /tmp/x.go")
+    assert (output, code) == ("package main\n\nfunc main() {}", 0), output
+
+
+def test_latency_gate_fails_a_slowed_build(bootmatrix_vms, record_property) -> None:  # type: ignore[no-untyped-def]
+    """The gate judges real first-call times: the same kind of commands, built as they are and with the
+    builder told to wait 2.5 s first (BMBUILD_DELAY), in one guest."""
+    budget = load_compile_budget(GOSOURCE_MATRIX)
+    assert budget is not None
+    guest = bootmatrix_vms(gosource_cell("riscv64"))
+    plain = measure_calls(guest.console, {"date": "", "env": "", "hostname": ""})
+    guest.console.run("export BMBUILD_DELAY=2.5", Deadline.after(30))
+    slowed = measure_calls(guest.console, {"free": "", "sleep": "0", "touch": "/tmp/touched"})
+    assert all(t.built for t in [*plain.values(), *slowed.values()])
+    assert all(t.first >= 2.5 for t in slowed.values())  # the delay is inside what is measured
+    plain_median = statistics.median(t.first for t in plain.values())
+    # The plain verdict is reported, not asserted: this test runs beside others on a loaded host, and
+    # performance is judged by `bootmatrix run` and bench/compile_latency.py, not by a unit of `make test`.
+    plain_verdict = judge_latency({name: t.first for name, t in plain.items()}, budget, guest.record.accel)
+    verdict = judge_latency({name: t.first for name, t in slowed.items()}, budget, guest.record.accel)
+    record_property("first_call_median_s", {"plain": plain_median, "slowed": verdict.median})
+    record_property("plain_gate", plain_verdict.failures or "pass")
+    assert not verdict.passed and "exceeds the" in verdict.failures[0], verdict
+
+
+def test_image_is_bit_identical_when_built_twice(bootmatrix_lab: Lab, image: GoSourceImage, tmp_path: Path) -> None:
+    """Everything again (Go root with its warm caches, programs, first stages, stick) in an empty store
+    that shares only the downloaded packages: the same bytes."""
+    store = Store(tmp_path / "store")
+    for shared in ("debs", "apt"):
+        (store.root / shared).symlink_to(bootmatrix_lab.store.root / shared, target_is_directory=True)
+    again = Lab(store).gosource()
+    assert again.key != "" and again.stick != image.stick
+    assert _sha256(again.stick) == _sha256(image.stick)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,6 +5,17 @@
 // "bmbuild /src/cmds/<name> /ubin/<name> args...". The first call builds the
 // command into /run/bm/cache/bin (tmpfs) under a flock, so two shells calling
 // a new command at once build it once; later calls exec the binary at once.
+// A source file newer than the binary makes the next call rebuild it.
+//
+// "bmbuild -prebuild" builds every stubbed command that is not built yet,
+// smallest source first (init starts it at nice 19 when the kernel command
+// line says bm.prebuild=1).
+//
+// Environment: BMBUILD_VERBOSE=1 reports each build and its time on stderr;
+// BMBUILD_LDFLAGS overrides the linker flags (default "-s -w": no symbol
+// table and no DWARF, which the linker would otherwise spend time writing);
+// BMBUILD_DELAY=<seconds> sleeps before each build, to show that a latency
+// gate fails on a slowed build.
 package main
 
 import (
@@ -13,11 +24,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
-const state = "/run/bm"
+const (
+	state      = "/run/bm"
+	stubs      = "/ubin"
+	defaultLD  = "-s -w"
+	stubPrefix = "#!" + state + "/bin/bmbuild "
+)
 
 func fail(code int, format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bmbuild: "+format+"\n", args...)
@@ -32,50 +51,125 @@ func goEnv() []string {
 		"PATH=/"+arch+"/bin:"+os.Getenv("PATH"))
 }
 
-func build(source, binary string) {
+func build(source, binary string) error {
+	if delay, err := strconv.ParseFloat(os.Getenv("BMBUILD_DELAY"), 64); err == nil {
+		time.Sleep(time.Duration(delay * float64(time.Second)))
+	}
 	started := time.Now()
+	ldflags, set := os.LookupEnv("BMBUILD_LDFLAGS")
+	if !set {
+		ldflags = defaultLD
+	}
 	temporary := binary + ".tmp"
 	// By absolute path: exec.Command looks the name up in our own PATH, not in cmd.Env's.
-	cmd := exec.Command("/linux_"+runtime.GOARCH+"/bin/go", "build", "-o", temporary, ".")
+	cmd := exec.Command("/linux_"+runtime.GOARCH+"/bin/go", "build", "-buildvcs=false", "-ldflags="+ldflags,
+		"-o", temporary, ".")
 	cmd.Dir = source
 	cmd.Env = goEnv()
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		fail(2, "could not build %s: %v", source, err)
+		return fmt.Errorf("could not build %s: %v", source, err)
 	}
 	if err := os.Rename(temporary, binary); err != nil {
-		fail(2, "%v", err)
+		return err
 	}
 	if os.Getenv("BMBUILD_VERBOSE") != "" {
 		fmt.Fprintf(os.Stderr, "bmbuild: built %s in %.2f s\n", filepath.Base(source), time.Since(started).Seconds())
 	}
+	return nil
 }
 
-func main() {
-	if len(os.Args) < 3 {
-		fail(64, "usage: bmbuild <source dir> <stub> [args...] (normally run through a stub's #! line)")
+// stale says whether binary is missing or older than a file of its source directory.
+func stale(source, binary string) bool {
+	built, err := os.Stat(binary)
+	if err != nil {
+		return true
 	}
-	source, stub := os.Args[1], os.Args[2]
+	entries, err := os.ReadDir(source)
+	if err != nil {
+		return false // let the build report it
+	}
+	for _, entry := range entries {
+		if info, err := entry.Info(); err == nil && info.ModTime().After(built.ModTime()) {
+			return true
+		}
+	}
+	return false
+}
+
+// ensure builds the command of source into the tmpfs cache unless an up-to-date binary is there.
+func ensure(source string) (string, error) {
 	name := filepath.Base(source)
 	for _, dir := range []string{state + "/cache/bin", state + "/cache/lock"} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			fail(2, "%v", err)
+			return "", err
 		}
 	}
 	binary := filepath.Join(state, "cache/bin", name)
-	if _, err := os.Stat(binary); err != nil {
-		lock, err := os.OpenFile(filepath.Join(state, "cache/lock", name), os.O_CREATE|os.O_RDWR, 0o644)
-		if err != nil {
-			fail(2, "%v", err)
+	if !stale(source, binary) {
+		return binary, nil
+	}
+	lock, err := os.OpenFile(filepath.Join(state, "cache/lock", name), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("flock: %v", err)
+	}
+	if stale(source, binary) { // someone else may have built it while we waited
+		return binary, build(source, binary)
+	}
+	return binary, nil
+}
+
+// sourceSize is the bytes of Go source in dir: the pre-build's proxy for build time.
+func sourceSize(dir string) int64 {
+	var total int64
+	entries, _ := os.ReadDir(dir)
+	for _, entry := range entries {
+		if info, err := entry.Info(); err == nil && strings.HasSuffix(entry.Name(), ".go") {
+			total += info.Size()
 		}
-		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-			fail(2, "flock: %v", err)
+	}
+	return total
+}
+
+func prebuild() {
+	entries, err := os.ReadDir(stubs)
+	if err != nil {
+		fail(2, "%v", err)
+	}
+	var sources []string
+	for _, entry := range entries {
+		head, err := os.ReadFile(filepath.Join(stubs, entry.Name()))
+		if err == nil && strings.HasPrefix(string(head), stubPrefix) {
+			sources = append(sources, strings.TrimSpace(strings.TrimPrefix(string(head), stubPrefix)))
 		}
-		if _, err := os.Stat(binary); err != nil { // someone else may have built it while we waited
-			build(source, binary)
+	}
+	sort.SliceStable(sources, func(i, j int) bool { return sourceSize(sources[i]) < sourceSize(sources[j]) })
+	started := time.Now()
+	for _, source := range sources {
+		if _, err := ensure(source); err != nil {
+			fmt.Fprintf(os.Stderr, "bmbuild: %v\n", err)
 		}
-		lock.Close()
+	}
+	fmt.Printf("bmbuild: prebuild of %d commands done in %.2f s\n", len(sources), time.Since(started).Seconds())
+}
+
+func main() {
+	if len(os.Args) == 2 && os.Args[1] == "-prebuild" {
+		prebuild()
+		return
+	}
+	if len(os.Args) < 3 {
+		fail(64, "usage: bmbuild <source dir> <stub> [args...] (normally run through a stub's #! line) | bmbuild -prebuild")
+	}
+	source, stub := os.Args[1], os.Args[2]
+	binary, err := ensure(source)
+	if err != nil {
+		fail(2, "%v", err)
 	}
 	argv := append([]string{filepath.Base(stub)}, os.Args[3:]...)
 	if err := syscall.Exec(binary, argv, os.Environ()); err != nil {

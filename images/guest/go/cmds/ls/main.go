@@ -1,4 +1,4 @@
-// ls lists directory entries, one per line, sorted; -l adds mode and size.
+// ls lists directory entries, one per line, sorted; -l adds mode and size, -i the inode number.
 package main
 
 import (
@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"syscall"
 )
 
 func main() {
 	long := flag.Bool("l", false, "long listing: mode, size, name")
+	inode := flag.Bool("i", false, "print each entry's inode number first")
 	flag.Parse()
 	dirs := flag.Args()
 	if len(dirs) == 0 {
@@ -25,7 +27,7 @@ func main() {
 		}
 		sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 		for _, entry := range entries {
-			if !*long {
+			if !*long && !*inode {
 				fmt.Println(entry.Name())
 				continue
 			}
@@ -35,7 +37,13 @@ func main() {
 				status = 1
 				continue
 			}
-			fmt.Printf("%s %10d %s\n", info.Mode(), info.Size(), entry.Name())
+			if stat, ok := info.Sys().(*syscall.Stat_t); ok && *inode {
+				fmt.Printf("%d ", stat.Ino)
+			}
+			if *long {
+				fmt.Printf("%s %10d ", info.Mode(), info.Size())
+			}
+			fmt.Println(entry.Name())
 		}
 	}
 	os.Exit(status)

@@ -1,0 +1,13 @@
+// env prints the environment, one NAME=value per line.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	for _, variable := range os.Environ() {
+		fmt.Println(variable)
+	}
+}

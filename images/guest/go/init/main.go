@@ -1,0 +1,266 @@
+// init is PID 1 of the mostly-source image, run from the VFAT root by the first-stage initramfs
+// (images/guest/stage1.sh) as /linux_<goarch>/bin/init.
+//
+// It mounts the kernel file systems and two tmpfs (/run, /tmp), links /run/bm/bin to this arch's
+// prebuilt programs (the one arch-neutral path the /ubin stubs name), makes this arch's warm Go build
+// cache writable on tmpfs (the root is read-only), prints the readiness marker,
+// optionally starts the background pre-build, and keeps a shell on the console, reaping orphans.
+//
+// Kernel parameters: bm.gocache=link|copy (how the warm cache reaches tmpfs), bm.prefetch=0 (do not
+// read the toolchain into the page cache after the marker), bm.prebuild=1 (build every command in the
+// background).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const state = "/run/bm"
+
+var arch = "linux_" + runtime.GOARCH
+
+func say(format string, args ...any) {
+	fmt.Printf("bootmatrix: "+format+"\n", args...)
+}
+
+func mount(source, target, fstype string, flags uintptr, data string) {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		say("mkdir %s: %v", target, err)
+	}
+	err := syscall.Mount(source, target, fstype, flags, data)
+	if err != nil && !errors.Is(err, syscall.EBUSY) { // EBUSY: the first stage moved it here already
+		say("mount %s on %s: %v", fstype, target, err)
+	}
+}
+
+// copyTree copies a directory of regular files. Times are not kept: the copies are "used" now, so
+// Go's cache trimming (which deletes entries unused for five days) keeps them.
+func copyTree(source, target string) (files int, bytes int64, err error) {
+	err = filepath.WalkDir(source, func(path string, entry fs.DirEntry, walkErr error) error {
+		if walkErr != nil {
+			return walkErr
+		}
+		destination := filepath.Join(target, strings.TrimPrefix(path, source))
+		if entry.IsDir() {
+			return os.MkdirAll(destination, 0o755)
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(destination)
+		if err != nil {
+			return err
+		}
+		n, err := io.Copy(out, in)
+		if closeErr := out.Close(); err == nil {
+			err = closeErr
+		}
+		files, bytes = files+1, bytes+n
+		return err
+	})
+	return files, bytes, err
+}
+
+// linkTree mirrors a directory tree with symbolic links to its files: Go reads cache entries through
+// them, writes new entries beside them, and its "mark used" time update, which the read-only root
+// refuses, is an error Go ignores.
+func linkTree(source, target string) (files int, err error) {
+	err = filepath.WalkDir(source, func(path string, entry fs.DirEntry, walkErr error) error {
+		if walkErr != nil {
+			return walkErr
+		}
+		destination := filepath.Join(target, strings.TrimPrefix(path, source))
+		if entry.IsDir() {
+			return os.MkdirAll(destination, 0o755)
+		}
+		files++
+		return os.Symlink(path, destination)
+	})
+	return files, err
+}
+
+// warmCache makes this arch's warm Go build cache writable on tmpfs: by default as links to the files
+// on the root (bm.gocache=link), or as copies (bm.gocache=copy), which cost seconds and memory at boot.
+func warmCache(mode string) {
+	started := time.Now()
+	cache, source := state+"/gocache", "/gocache/"+arch
+	var files int
+	var bytes int64
+	var err error
+	if mode == "copy" {
+		files, bytes, err = copyTree(source, cache)
+	} else {
+		mode = "link"
+		files, err = linkTree(source, cache)
+	}
+	if err != nil {
+		say("preparing the warm Go cache failed, builds start cold: %v", err)
+		return
+	}
+	// The image's trim stamp is fixed (so the image is bit-identical); stamp it now, or the first build
+	// would scan the whole cache for entries to trim.
+	_ = os.Remove(cache + "/trim.txt")
+	stamp := fmt.Sprintf("%d", time.Now().Unix())
+	if err := os.WriteFile(cache+"/trim.txt", []byte(stamp), 0o666); err != nil {
+		say("trim.txt: %v", err)
+	}
+	say("warm Go cache (%s): %d files, %.1f MB copied, in %.2f s", mode, files, float64(bytes)/1e6,
+		time.Since(started).Seconds())
+}
+
+// prefetch reads the toolchain every first build needs into the page cache, so the first command a
+// person types does not wait for it: reading it from the VFAT disk takes seconds under TCG.
+func prefetch() {
+	started := time.Now()
+	var total int64
+	for _, path := range []string{"/" + arch + "/bin/go", "/go/pkg/tool/" + arch + "/compile",
+		"/go/pkg/tool/" + arch + "/link"} {
+		file, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		n, _ := io.Copy(io.Discard, file)
+		file.Close()
+		total += n
+	}
+	logLine := fmt.Sprintf("prefetched %.1f MB of toolchain in %.2f s\n", float64(total)/1e6, time.Since(started).Seconds())
+	_ = os.WriteFile(state+"/prefetch.log", []byte(logLine), 0o644)
+}
+
+// parameter is the value of name=value on the kernel command line, or "".
+func parameter(cmdline, name string) string {
+	for _, field := range strings.Fields(cmdline) {
+		if value, found := strings.CutPrefix(field, name+"="); found {
+			return value
+		}
+	}
+	return ""
+}
+
+// text reads a NUL-terminated utsname field: [65]int8 on amd64 and arm64, [65]uint8 on riscv64.
+func text[T int8 | uint8](field [65]T) string {
+	var out strings.Builder
+	for _, c := range field {
+		if c == 0 {
+			break
+		}
+		out.WriteByte(byte(c))
+	}
+	return out.String()
+}
+
+func uname() (machine, release string) {
+	var name syscall.Utsname
+	_ = syscall.Uname(&name)
+	return text(name.Machine), text(name.Release)
+}
+
+// consoleTTY is the device behind /dev/console (the last one the kernel lists), so that the shell
+// gets a real controlling terminal and job control works; /dev/console itself cannot be one.
+func consoleTTY() string {
+	active, err := os.ReadFile("/sys/class/tty/console/active")
+	fields := strings.Fields(string(active))
+	if err != nil || len(fields) == 0 {
+		return "/dev/console"
+	}
+	return "/dev/" + fields[len(fields)-1]
+}
+
+var environment = []string{
+	"PATH=/ubin:" + state + "/bin", "HOME=/tmp", "PS1=bootmatrix# ", "TERM=vt100",
+}
+
+func startShell() (int, error) {
+	tty, err := os.OpenFile(consoleTTY(), os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer tty.Close()
+	shell := exec.Command("/"+arch+"/bin/sh", "-i")
+	shell.Stdin, shell.Stdout, shell.Stderr = tty, tty, tty
+	shell.Env = environment
+	shell.Dir = "/tmp"
+	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := shell.Start(); err != nil {
+		return 0, err
+	}
+	return shell.Process.Pid, nil
+}
+
+func startPrebuild() {
+	log, err := os.Create(state + "/prebuild.log")
+	if err != nil {
+		say("prebuild: %v", err)
+		return
+	}
+	defer log.Close()
+	builder := exec.Command("/"+arch+"/bin/bmbuild", "-prebuild")
+	builder.Stdout, builder.Stderr, builder.Env = log, log, environment
+	if err := builder.Start(); err != nil {
+		say("prebuild: %v", err)
+		return
+	}
+	// Lowest priority: the shell and what the user runs come first.
+	_ = syscall.Setpriority(syscall.PRIO_PROCESS, builder.Process.Pid, 19)
+	say("background pre-build started (pid %d, nice 19, log %s/prebuild.log)", builder.Process.Pid, state)
+}
+
+func main() {
+	mount("proc", "/proc", "proc", 0, "")
+	mount("sysfs", "/sys", "sysfs", 0, "")
+	mount("devtmpfs", "/dev", "devtmpfs", 0, "")
+	mount("tmpfs", "/run", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0755")
+	mount("tmpfs", "/tmp", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777")
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		say("%v", err)
+	}
+	if err := os.Symlink("/"+arch+"/bin", state+"/bin"); err != nil {
+		say("%v", err)
+	}
+	raw, _ := os.ReadFile("/proc/cmdline")
+	cmdline := string(raw)
+	warmCache(parameter(cmdline, "bm.gocache"))
+	// Only emergency kernel messages reach the console from here on, so command output is not
+	// interleaved with kernel chatter; a panic still shows.
+	_ = os.WriteFile("/proc/sys/kernel/printk", []byte("1"), 0o644)
+	machine, release := uname()
+	uptime, _ := os.ReadFile("/proc/uptime")
+	fmt.Printf("BOOTMATRIX-READY arch=%s kernel=%s uptime=%s image=gosource\n", machine, release,
+		strings.Fields(string(uptime) + " ?")[0])
+	if parameter(cmdline, "bm.prefetch") != "0" {
+		go prefetch()
+	}
+	if parameter(cmdline, "bm.prebuild") == "1" {
+		startPrebuild()
+	}
+	shell, err := startShell()
+	if err != nil {
+		say("cannot start the shell: %v", err)
+	}
+	for {
+		var status syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &status, 0, nil)
+		if errors.Is(err, syscall.ECHILD) {
+			time.Sleep(time.Second)
+		}
+		if pid == shell || err != nil && shell == 0 {
+			say("console shell exited; starting another")
+			time.Sleep(100 * time.Millisecond)
+			if shell, err = startShell(); err != nil {
+				say("cannot start the shell: %v", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,81 @@
+"""Compile latency of the mostly-source image: how long a command's first call (compile + run) and second
+call (run) take in a guest, and the gate that judges them against a matrix file's budget and the history.
+
+The gate: a cell fails when the median first-call latency exceeds the budget's median, the slowest first
+call exceeds the budget's max, or the median exceeds the stored baseline (median of earlier runs on this
+host, same accelerator) by more than `baseline_tolerance`. Budgets depend on the accelerator: a TCG guest
+emulates every instruction, so it gets its own.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from harness.console import Console
+from harness.deadline import Deadline
+from matrix.model import CompileBudget
+
+FIRST_CALL_MEDIAN = "compile_first_median_s"  # the history metric the baseline comparison uses
+
+
+@dataclass
+class CallTimes:
+    first: float  # seconds: the stub's first call, which builds the command, then runs it
+    second: float  # seconds: the call after, which runs the built binary
+    built: bool  # the builder reported a build on the first call and none on the second
+
+
+@dataclass
+class LatencyVerdict:
+    median: float
+    slowest: float
+    slowest_command: str
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def measure_calls(console: Console, commands: dict[str, str], deadline_s: float = 600.0) -> dict[str, CallTimes]:
+    """Call each command twice by its stub (/ubin/<name> <arguments>), timing each call from the host.
+    The builder reports its builds on stderr (BMBUILD_VERBOSE), so a rebuild on the second call shows."""
+    times: dict[str, CallTimes] = {}
+    for name, arguments in commands.items():
+        call = f"BMBUILD_VERBOSE=1 /ubin/{name} {arguments} 2>&1 >/dev/null"
+        started = time.monotonic()
+        first, code = console.run(call, Deadline.after(deadline_s))
+        first_s = time.monotonic() - started
+        if code != 0:
+            raise RuntimeError(f"{name} {arguments} failed on its first call ({code}): {first}")
+        started = time.monotonic()
+        second, code = console.run(call, Deadline.after(deadline_s))
+        second_s = time.monotonic() - started
+        if code != 0:
+            raise RuntimeError(f"{name} {arguments} failed on its second call ({code}): {second}")
+        built = f"bmbuild: built {name} in" in first and "bmbuild: built" not in second
+        times[name] = CallTimes(round(first_s, 3), round(second_s, 3), built)
+    return times
+
+
+def judge_latency(
+    first_calls: dict[str, float], budget: CompileBudget, accel: str, baseline: float | None = None
+) -> LatencyVerdict:
+    """The gate's verdict on one cell's first-call latencies (seconds by command)."""
+    if not first_calls:
+        raise ValueError("no first-call latencies to judge")
+    limits = budget.for_accel(accel)
+    median = statistics.median(first_calls.values())
+    slowest_command = max(first_calls, key=lambda name: first_calls[name])
+    verdict = LatencyVerdict(median, first_calls[slowest_command], slowest_command)
+    if median > limits.median:
+        verdict.failures.append(f"median first call {median:.2f} s exceeds the {accel} budget {limits.median:.2f} s")
+    if verdict.slowest > limits.max:
+        verdict.failures.append(f"slowest first call ({slowest_command}) {verdict.slowest:.2f} s exceeds the "
+                                f"{accel} budget {limits.max:.2f} s")
+    if baseline is not None and median > baseline * (1 + budget.baseline_tolerance):
+        verdict.failures.append(f"median first call {median:.2f} s exceeds the baseline {baseline:.2f} s by more "
+                                f"than {budget.baseline_tolerance * 100:.0f} %")
+    return verdict

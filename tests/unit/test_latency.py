@@ -1,0 +1,53 @@
+"""The compile-latency gate's verdicts (matrix/latency.py) and the matrix file's [compile_budget]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from matrix.latency import judge_latency
+from matrix.model import DEFAULT_MATRIX, CompileBudget, LatencyLimits, MatrixError, load_compile_budget
+
+BUDGET = CompileBudget(kvm=LatencyLimits(median=0.5, max=1.5), tcg=LatencyLimits(median=2.0, max=4.0))
+
+
+def test_within_budget_passes() -> None:
+    verdict = judge_latency({"ls": 1.2, "cat": 1.9, "ps": 3.5}, BUDGET, "tcg")
+    assert verdict.passed and verdict.median == 1.9 and verdict.slowest_command == "ps"
+
+
+def test_median_over_budget_fails_and_says_so() -> None:
+    verdict = judge_latency({"ls": 2.2, "cat": 2.1, "ps": 1.0}, BUDGET, "tcg")
+    assert verdict.failures == ["median first call 2.10 s exceeds the tcg budget 2.00 s"]
+
+
+def test_slowest_over_budget_fails() -> None:
+    verdict = judge_latency({"ls": 0.3, "cat": 0.4, "gofmt": 1.6}, BUDGET, "kvm")
+    assert verdict.failures == ["slowest first call (gofmt) 1.60 s exceeds the kvm budget 1.50 s"]
+
+
+def test_baseline_margin_is_twenty_percent() -> None:
+    assert judge_latency({"ls": 1.19}, BUDGET, "tcg", baseline=1.0).passed
+    verdict = judge_latency({"ls": 1.21}, BUDGET, "tcg", baseline=1.0)
+    assert verdict.failures == ["median first call 1.21 s exceeds the baseline 1.00 s by more than 20 %"]
+
+
+def test_no_samples_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no first-call latencies"):
+        judge_latency({}, BUDGET, "tcg")
+
+
+def test_the_gosource_matrix_has_the_issue_budgets() -> None:
+    budget = load_compile_budget(DEFAULT_MATRIX.with_name("gosource.toml"))
+    assert budget == CompileBudget(kvm=LatencyLimits(median=0.5, max=1.5), tcg=LatencyLimits(median=2.0, max=4.0),
+                                   baseline_tolerance=0.2, min_runs=3)
+    assert load_compile_budget(DEFAULT_MATRIX) is None
+
+
+def test_a_bad_budget_names_its_key(tmp_path: Path) -> None:
+    bad = tmp_path / "m.toml"
+    bad.write_text('[compile_budget]\nkvm = { median = 0.5, max = 1.5 }\ntcg = { median = -1, max = 4 }\n'
+                   '[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n')
+    with pytest.raises(MatrixError, match=r"compile_budget\.tcg\.median: Input should be greater than 0"):
+        load_compile_budget(bad)
