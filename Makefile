@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/boot_overhead.py
 	$(BIN)/python bench/net_throughput.py
 	$(BIN)/python bench/vfat_writers.py --stick
+	$(BIN)/python bench/compile_latency.py --build warm
 
 report:
 	scripts/make-report

@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.machine import Machine
 from images.debian.apt import PrivateApt
 from images.debian.lock import (
     DEFAULT_SUITE,
@@ -38,8 +40,20 @@ from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
 from matrix.history import Gate, History, Metric, Row, check_gate
-from matrix.lab import Lab, Unavailable
-from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, GateSpec, MatrixError, load_gates, load_matrix, select
+from matrix.lab import BootRecord, Lab, Unavailable
+from matrix.latency import FIRST_CALL_MEDIAN, SWEEP, judge_latency, measure_calls
+from matrix.model import (
+    DEFAULT_MATRIX,
+    FIRMWARE_SETS,
+    Cell,
+    CompileBudget,
+    GateSpec,
+    MatrixError,
+    load_compile_budget,
+    load_gates,
+    load_matrix,
+    select,
+)
 from matrix.profiles import needs_firmware_set
 from matrix.report import junit_xml, plot_history, timeline_svg
 
@@ -66,10 +80,25 @@ def _seconds(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, float) else "-"
 
 
-def _run_cell(lab: Lab, cell: Cell, folder: Path) -> dict[str, object]:
+def _compile_sweep(row: dict[str, object]) -> Callable[[Machine, BootRecord], None]:
+    """After boot: call every command of the sweep twice, keep the times in row['compile']."""
+
+    def sweep(machine: Machine, record: BootRecord) -> None:
+        try:
+            calls = measure_calls(machine.console, SWEEP)
+        except RuntimeError as error:
+            row["compile_error"] = str(error)
+            return
+        row["compile"] = {name: asdict(times) for name, times in calls.items()}
+
+    return sweep
+
+
+def _run_cell(lab: Lab, cell: Cell, folder: Path, budget: CompileBudget | None = None) -> dict[str, object]:
     row: dict[str, object] = {"cell": cell.id, "result": "unavailable", "accel": "-", "qemu": "-", "milestones": {}}
+    then = _compile_sweep(row) if budget is not None and cell.image == "gosource" else None
     try:
-        outcome = lab.boot_and_check(cell, folder / cell.id)
+        outcome = lab.boot_and_check(cell, folder / cell.id, then)
     except Unavailable as error:
         row.update(reason=str(error).splitlines()[0])
         return row
@@ -82,21 +111,48 @@ def _run_cell(lab: Lab, cell: Cell, folder: Path) -> dict[str, object]:
     return row
 
 
-def _record_and_gate(history: History | None, gates: dict[str, GateSpec], run: str, row: dict[str, object]) -> None:
-    """Gate the row's metrics against the history, then add them to it. Breaches go into row['gates']."""
+def _compile_gate(history: History | None, budget: CompileBudget, run: str, row: dict[str, object]) -> list[str]:
+    """The compile-latency verdict of a row with a sweep (matrix/latency.py); its median joins the metrics."""
+    if "compile_error" in row:
+        return [f"compile sweep failed: {row['compile_error']}"]
+    calls = row.get("compile")
+    if not isinstance(calls, dict):
+        return []
+    baseline = None
+    if history is not None:
+        found = history.baseline(str(row["cell"]), FIRST_CALL_MEDIAN, str(row["accel"]), exclude_run=run)
+        baseline = found[0] if found and found[1] >= budget.min_runs else None
+    verdict = judge_latency({name: float(t["first"]) for name, t in calls.items()}, budget, str(row["accel"]),
+                            baseline)
+    row["compile_median"], row["compile_max"] = verdict.median, verdict.slowest
+    not_built = sorted(name for name, t in calls.items() if not t["built"])
+    return [f"{row['cell']}: {failure}" for failure in verdict.failures] + (
+        [f"{row['cell']}: not built on first call, or rebuilt on the second: {not_built}"] if not_built else [])
+
+
+def _record_and_gate(
+    history: History | None, gates: dict[str, GateSpec], run: str, row: dict[str, object],
+    budget: CompileBudget | None = None,
+) -> None:
+    """Gate the row's metrics against the history and the compile budget, then add them to the history.
+    Breaches go into row['gates']."""
     milestones = row.get("milestones")
-    if history is None or row["result"] != "pass" or not isinstance(milestones, dict):
+    if row["result"] != "pass" or not isinstance(milestones, dict):
+        return
+    breaches = _compile_gate(history, budget, run, row) if budget is not None else []
+    row["gates"] = breaches
+    if history is None:
         return
     cell, accel = str(row["cell"]), str(row["accel"])
     metrics = {f"t_{phase}": float(t) for phase, t in milestones.items()}
-    breaches = []
+    if isinstance(row.get("compile_median"), float):
+        metrics[FIRST_CALL_MEDIAN] = float(row["compile_median"])  # type: ignore[arg-type]
     for metric, spec in gates.items():
         if metric in metrics:
             gate = Gate(metric, spec.tolerance, spec.slack, spec.min_runs)
             breach = check_gate(history, gate, cell, metrics[metric], accel=accel, run=run)
             if breach:
                 breaches.append(breach)
-    row["gates"] = breaches
     qemu_version = str(row["qemu"]).split()[-1]
     history.record(run, "run", [Metric(cell, name, value, "s", qemu_version, str(row.get("firmware_set") or "-"), accel)
                                 for name, value in metrics.items()])
@@ -110,6 +166,7 @@ def _breaches(row: dict[str, object]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     cells = _cells(args)
     gates = {} if args.no_gates else load_gates(args.matrix)
+    budget = None if args.no_gates else load_compile_budget(args.matrix)
     history = None if args.no_history else History(args.history)
     run = uuid.uuid4().hex
     folder = args.results / datetime.now().strftime("run-%Y%m%d-%H%M%S")
@@ -123,8 +180,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         task = progress.add_task("preparing", total=len(cells))
         for cell in cells:
             progress.update(task, description=f"[bold]{cell.id}[/]: fetching, building, booting")
-            row = _run_cell(lab, cell, folder)
-            _record_and_gate(history, gates, run, row)
+            row = _run_cell(lab, cell, folder, budget)
+            _record_and_gate(history, gates, run, row, budget)
             rows.append(row)
             milestones = row["milestones"] if isinstance(row["milestones"], dict) else {}
             if milestones and "workdir" in row:
@@ -132,14 +189,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.log(f"{cell.id}: {row['result']}" + (" (gate breach)" if _breaches(row) else ""))
             progress.advance(task)
     table = Table("cell", "result", *(f"{p} s" for p in ("1st out", "loader", "kernel", "init", "ready")),
-                  "accel", "QEMU", "reason", title="bootmatrix run: seconds from QEMU start to each milestone")
+                  "compile med/max", "accel", "QEMU", "reason",
+                  title="bootmatrix run: seconds from QEMU start to each milestone; first-call compile latency")
     for row in rows:
         failed = row["result"] != "pass" or _breaches(row)
         colour = "red" if failed else "green"
         milestones = row["milestones"] if isinstance(row["milestones"], dict) else {}
         reason = "; ".join([str(row.get("reason") or ""), *_breaches(row)]).strip("; ")
         table.add_row(str(row["cell"]), f"[{colour}]{row['result']}[/]",
-                      *(_seconds(milestones.get(p)) for p in PHASES), str(row["accel"]), str(row["qemu"]), reason)
+                      *(_seconds(milestones.get(p)) for p in PHASES),
+                      f"{_seconds(row.get('compile_median'))}/{_seconds(row.get('compile_max'))}"
+                      if "compile_median" in row else "-", str(row["accel"]), str(row["qemu"]), reason)
     out.print(table)
     breaches = [b for row in rows for b in _breaches(row)]
     for breach in breaches:

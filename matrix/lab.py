@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -200,8 +201,11 @@ class Lab:
             (machine.workdir / "boot.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
         return record
 
-    def boot_and_check(self, cell: Cell, workdir: Path) -> BootOutcome:
-        """Boot `cell` to a shell, check the shell computes, stop. Raises Unavailable; never MachineError."""
+    def boot_and_check(
+        self, cell: Cell, workdir: Path, then: Callable[[Machine, BootRecord], None] | None = None
+    ) -> BootOutcome:
+        """Boot `cell` to a shell, check the shell computes, run `then` on the machine, stop. Raises
+        Unavailable; never MachineError (a guest failure is a failed outcome)."""
         machine, record = self.machine(cell, workdir)
         budget = self.boot_budget(cell, record.accel)
         try:
@@ -210,6 +214,8 @@ class Lab:
                 output, code = machine.console.run("echo $((6*7))", Deadline.after(budget))
                 if (output, code) != ("42", 0):
                     return BootOutcome(record, False, f"shell answered {output!r} / {code}, not '42' / 0", workdir)
+                if then is not None:
+                    then(machine, record)
         except MachineError as error:
             return BootOutcome(record, False, str(error).splitlines()[0], workdir)
         return BootOutcome(record, True, "", workdir)

@@ -1,0 +1,152 @@
+"""Compile latency of the mostly-source image, every command on every arch, side by side with the host.
+
+For each arch (and each variant asked for) one guest boots the image; every command of the sweep
+(matrix/latency.py) is called twice by its stub: first call = compile + link + run, second = run. The
+host then builds the same commands natively (amd64, the host's go from the same Go root, a fresh copy of
+the same warm cache, in the same order), so the ratio guest/host compares like with like. Prints per
+command, then median and max per arch and variant.
+
+`--build` also times building the whole 3-arch image (Go root with warm caches, programs, first stages,
+stick) in an empty store: `warm` shares the downloaded packages, `cold` downloads them too.
+
+Variants (what each changes, to find what costs time in a first call):
+    default       the image as shipped
+    cache-copy    warm cache copied to tmpfs at boot instead of linked (bm.gocache=copy)
+    dwarf         linker writes symbols and DWARF (BMBUILD_LDFLAGS= instead of "-s -w")
+    gomaxprocs1   the go command and the compiler limited to one thread
+    no-prefetch   the toolchain is not read into the page cache after boot (bm.prefetch=0)
+
+    .venv/bin/python bench/compile_latency.py [--arch riscv64] [--variants default,dwarf] [--build warm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.deadline import Deadline
+from images.debian.apt import host_debian_arch
+from images.recipes.gosource import BUILD_ENV, GUEST_GO, build_go_root, command_sources
+from images.store import Store
+from matrix.lab import ARCHES, Lab
+from matrix.latency import SWEEP, CallTimes, measure_calls
+from matrix.profiles import direct_cell
+
+VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep)
+    "default": ("", ""),
+    "cache-copy": ("bm.gocache=copy", ""),
+    "dwarf": ("", "export BMBUILD_LDFLAGS="),
+    "gomaxprocs1": ("", "export GOMAXPROCS=1"),
+    "no-prefetch": ("bm.prefetch=0", ""),
+}
+
+
+@dataclass
+class Sweep:
+    arch: str
+    variant: str
+    calls: dict[str, CallTimes]
+    ready: float | None
+
+
+def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
+    append, setup = VARIANTS[variant]
+    cell = direct_cell(arch, image="gosource", memory_mib=2048, smp=2, append=append)
+    machine, record = lab.machine(cell, workdir)
+    with machine:
+        lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))
+        if setup:
+            machine.console.run(setup, Deadline.after(30))
+        calls = measure_calls(machine.console, SWEEP)
+    return Sweep(arch, variant, calls, record.time_to_ready)
+
+
+def host_builds(lab: Lab, work: Path) -> dict[str, float]:
+    """Native builds of the sweep's commands, same order, from a fresh copy of the host arch's warm cache."""
+    go_root = build_go_root(lab.store, lab.fetcher())  # the store entry the image was built from
+    goarch = host_debian_arch()
+    cache = work / "host-cache"
+    shutil.copytree(go_root.cache(goarch), cache)
+    tree = work / "src"
+    shutil.copytree(GUEST_GO, tree)
+    env = {"PATH": "/usr/bin:/bin", "GOROOT": str(go_root.goroot), "GOARCH": goarch, "GOCACHE": str(cache),
+           "GOPATH": str(work / "gopath"), "HOME": str(work), **BUILD_ENV}
+    go = str(go_root.go(goarch))
+    # Like the guest's image, whose std index is in the shipped cache: index first, untimed.
+    subprocess.run([go, "list", "-deps", "./cmds/...", "cmd/gofmt"], cwd=tree, env=env, check=True,
+                   capture_output=True)
+    sources = command_sources()
+    seconds = {}
+    for name in SWEEP:
+        source = sources[name]
+        folder = go_root.goroot / source.removeprefix("/go/") if source.startswith("/go/") else \
+            tree / source.removeprefix("/src/")
+        started = time.monotonic()
+        subprocess.run([go, "build", "-buildvcs=false", "-ldflags=-s -w", "-o", str(work / "bin" / name), "."],
+                       cwd=folder, env=env, check=True, capture_output=True)
+        seconds[name] = time.monotonic() - started
+    return seconds
+
+
+def time_build(kind: str, lab: Lab) -> float:
+    with tempfile.TemporaryDirectory(prefix=f"bm-bench-build-{kind}-") as tmp:
+        store = Store(Path(tmp))
+        if kind == "warm":
+            for shared in ("debs", "apt"):
+                (store.root / shared).symlink_to(lab.store.root / shared, target_is_directory=True)
+        started = time.monotonic()
+        Lab(store).gosource()
+        return time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", action="append", choices=ARCHES)
+    parser.add_argument("--variants", default="default", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--build", action="append", choices=("warm", "cold"), default=[])
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}")
+    lab = Lab()
+    lab.gosource()
+    sweeps = []
+    with tempfile.TemporaryDirectory(prefix="bm-bench-latency-") as tmp:
+        work = Path(tmp)
+        for variant in variants:
+            for arch in args.arch or ARCHES:
+                sweeps.append(guest_sweep(lab, arch, variant, work / f"{arch}-{variant}"))
+        host = host_builds(lab, work / "host")
+    print(f"{'arch':8} {'variant':12} {'command':10} {'first s':>8} {'second s':>9} {'host s':>7} {'ratio':>6}")
+    for sweep in sweeps:
+        for name, times in sweep.calls.items():
+            print(f"{sweep.arch:8} {sweep.variant:12} {name:10} {times.first:8.2f} {times.second:9.3f} "
+                  f"{host[name]:7.2f} {times.first / host[name]:6.1f}" + ("" if times.built else "  (not built!)"))
+    print(f"\n{'arch':8} {'variant':12} {'ready s':>8} {'median 1st':>10} {'max 1st':>8} {'(command)':12} "
+          f"{'median 2nd':>10} {'host med':>8} {'ratio med':>9}")
+    host_median = statistics.median(host.values())
+    for sweep in sweeps:
+        firsts = {name: t.first for name, t in sweep.calls.items()}
+        slowest = max(firsts, key=lambda name: firsts[name])
+        median = statistics.median(firsts.values())
+        ready = f"{sweep.ready:8.2f}" if sweep.ready is not None else "       -"
+        print(f"{sweep.arch:8} {sweep.variant:12} {ready} {median:10.2f} {firsts[slowest]:8.2f} {slowest:12} "
+              f"{statistics.median(t.second for t in sweep.calls.values()):10.3f} {host_median:8.3f} "
+              f"{median / host_median:9.1f}")
+    for kind in args.build:
+        print(f"\n3-arch image build, {kind} package cache: {time_build(kind, lab):.1f} s (goal for warm: 60 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
