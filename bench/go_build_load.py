@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,15 +43,16 @@ def main() -> int:
     parser.add_argument("--smp", type=int, default=2)
     args = parser.parse_args()
     lab = Lab()
-    with tempfile.TemporaryDirectory(prefix="bm-bench-load-") as tmp:
-        for qemu in args.qemu or ["host", "pinned"]:
-            outcomes = []
-            for run in range(args.runs):
-                passed, reason, seconds = one_run(lab, qemu, args.smp, Path(tmp) / f"{qemu}-{run}")
-                outcomes.append(passed)
-                print(f"{qemu} QEMU {lab.qemu(qemu).version('x86_64')} run {run + 1}: "
-                      f"{'ok' if passed else 'FAILED'} after {seconds:.0f} s {reason}", flush=True)
-            print(f"{qemu}: {sum(outcomes)}/{len(outcomes)} runs survived\n", flush=True)
+    folder = Path("results") / time.strftime("bench-go-build-load-%Y%m%d-%H%M%S")
+    for qemu in args.qemu or ["host", "pinned"]:
+        outcomes = []
+        for run in range(args.runs):
+            passed, reason, seconds = one_run(lab, qemu, args.smp, folder / f"{qemu}-{run + 1}")
+            outcomes.append(passed)
+            print(f"{qemu} QEMU {lab.qemu(qemu).version('x86_64')} run {run + 1}: "
+                  f"{'ok' if passed else 'FAILED'} after {seconds:.0f} s {reason}", flush=True)
+        print(f"{qemu}: {sum(outcomes)}/{len(outcomes)} runs survived\n", flush=True)
+    print(f"console logs, argv and QMP events of every run: {folder}")
     return 0
 
 

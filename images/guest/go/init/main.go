@@ -23,6 +23,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"bootmatrix.local/guest/internal/files"
+	"bootmatrix.local/guest/internal/utsname"
 )
 
 const state = "/run/bm"
@@ -43,10 +46,10 @@ func mount(source, target, fstype string, flags uintptr, data string) {
 	}
 }
 
-// copyTree copies a directory of regular files. Times are not kept: the copies are "used" now, so
-// Go's cache trimming (which deletes entries unused for five days) keeps them.
-func copyTree(source, target string) (files int, bytes int64, err error) {
-	err = filepath.WalkDir(source, func(path string, entry fs.DirEntry, walkErr error) error {
+// mirrorTree makes target a tree of the directories of source, and calls place(file, destination) for
+// each file in it.
+func mirrorTree(source, target string, place func(file, destination string) error) error {
+	return filepath.WalkDir(source, func(path string, entry fs.DirEntry, walkErr error) error {
 		if walkErr != nil {
 			return walkErr
 		}
@@ -54,41 +57,8 @@ func copyTree(source, target string) (files int, bytes int64, err error) {
 		if entry.IsDir() {
 			return os.MkdirAll(destination, 0o755)
 		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(destination)
-		if err != nil {
-			return err
-		}
-		n, err := io.Copy(out, in)
-		if closeErr := out.Close(); err == nil {
-			err = closeErr
-		}
-		files, bytes = files+1, bytes+n
-		return err
+		return place(path, destination)
 	})
-	return files, bytes, err
-}
-
-// linkTree mirrors a directory tree with symbolic links to its files: Go reads cache entries through
-// them, writes new entries beside them, and its "mark used" time update, which the read-only root
-// refuses, is an error Go ignores.
-func linkTree(source, target string) (files int, err error) {
-	err = filepath.WalkDir(source, func(path string, entry fs.DirEntry, walkErr error) error {
-		if walkErr != nil {
-			return walkErr
-		}
-		destination := filepath.Join(target, strings.TrimPrefix(path, source))
-		if entry.IsDir() {
-			return os.MkdirAll(destination, 0o755)
-		}
-		files++
-		return os.Symlink(path, destination)
-	})
-	return files, err
 }
 
 // warmCache makes this arch's warm Go build cache writable on tmpfs: by default as links to the files
@@ -96,14 +66,23 @@ func linkTree(source, target string) (files int, err error) {
 func warmCache(mode string) {
 	started := time.Now()
 	cache, source := state+"/gocache", "/gocache/"+arch
-	var files int
+	var count int
 	var bytes int64
 	var err error
-	if mode == "copy" {
-		files, bytes, err = copyTree(source, cache)
-	} else {
+	err = mirrorTree(source, cache, func(file, destination string) error {
+		count++
+		if mode == "copy" {
+			// Times are not kept: the copies are "used" now, so Go's cache trimming keeps them.
+			n, err := files.Copy(file, destination, 0o644)
+			bytes += n
+			return err
+		}
+		// A link: Go reads cache entries through it and writes new entries beside it; its "mark used"
+		// time update, which the read-only root refuses, is an error Go ignores.
+		return os.Symlink(file, destination)
+	})
+	if mode != "copy" {
 		mode = "link"
-		files, err = linkTree(source, cache)
 	}
 	if err != nil {
 		say("preparing the warm Go cache failed, builds start cold: %v", err)
@@ -116,7 +95,7 @@ func warmCache(mode string) {
 	if err := os.WriteFile(cache+"/trim.txt", []byte(stamp), 0o666); err != nil {
 		say("trim.txt: %v", err)
 	}
-	say("warm Go cache (%s): %d files, %.1f MB copied, in %.2f s", mode, files, float64(bytes)/1e6,
+	say("warm Go cache (%s): %d files, %.1f MB copied, in %.2f s", mode, count, float64(bytes)/1e6,
 		time.Since(started).Seconds())
 }
 
@@ -147,24 +126,6 @@ func parameter(cmdline, name string) string {
 		}
 	}
 	return ""
-}
-
-// text reads a NUL-terminated utsname field: [65]int8 on amd64 and arm64, [65]uint8 on riscv64.
-func text[T int8 | uint8](field [65]T) string {
-	var out strings.Builder
-	for _, c := range field {
-		if c == 0 {
-			break
-		}
-		out.WriteByte(byte(c))
-	}
-	return out.String()
-}
-
-func uname() (machine, release string) {
-	var name syscall.Utsname
-	_ = syscall.Uname(&name)
-	return text(name.Machine), text(name.Release)
 }
 
 // consoleTTY is the device behind /dev/console (the last one the kernel lists), so that the shell
@@ -235,9 +196,9 @@ func main() {
 	// Only emergency kernel messages reach the console from here on, so command output is not
 	// interleaved with kernel chatter; a panic still shows.
 	_ = os.WriteFile("/proc/sys/kernel/printk", []byte("1"), 0o644)
-	machine, release := uname()
+	names, _ := utsname.Get()
 	uptime, _ := os.ReadFile("/proc/uptime")
-	fmt.Printf("BOOTMATRIX-READY arch=%s kernel=%s uptime=%s image=gosource\n", machine, release,
+	fmt.Printf("BOOTMATRIX-READY arch=%s kernel=%s uptime=%s image=gosource\n", names.Machine, names.Release,
 		strings.Fields(string(uptime) + " ?")[0])
 	if parameter(cmdline, "bm.prefetch") != "0" {
 		go prefetch()

@@ -5,29 +5,12 @@ package main
 import (
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	"bootmatrix.local/guest/internal/cli"
+	"bootmatrix.local/guest/internal/files"
 )
-
-func copyFile(source, target string, mode os.FileMode) error {
-	in, err := os.Open(source)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode.Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
 
 func copyTree(source, target string, recursive bool) error {
 	info, err := os.Lstat(source)
@@ -59,7 +42,8 @@ func copyTree(source, target string, recursive bool) error {
 		}
 		return nil
 	default:
-		return copyFile(source, target, info.Mode())
+		_, err := files.Copy(source, target, info.Mode().Perm())
+		return err
 	}
 }
 
@@ -70,19 +54,9 @@ func main() {
 	if len(args) < 2 {
 		cli.Usage("cp", "[-r] source... target")
 	}
-	sources, target := args[:len(args)-1], args[len(args)-1]
-	info, err := os.Stat(target)
-	intoDir := err == nil && info.IsDir()
-	if len(sources) > 1 && !intoDir {
-		cli.Fatal("cp", fmt.Errorf("target %s is not a directory", target))
-	}
 	status := cli.Status{Command: "cp"}
-	for _, source := range sources {
-		destination := target
-		if intoDir {
-			destination = filepath.Join(target, filepath.Base(source))
-		}
-		status.Report(copyTree(source, destination, *recursive))
+	for _, pair := range cli.Destinations("cp", args) {
+		status.Report(copyTree(pair[0], pair[1], *recursive))
 	}
 	status.Exit()
 }

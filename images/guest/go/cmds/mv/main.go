@@ -5,12 +5,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"bootmatrix.local/guest/internal/cli"
+	"bootmatrix.local/guest/internal/files"
 )
 
 func copyAcross(source, target string) error {
@@ -21,20 +20,7 @@ func copyAcross(source, target string) error {
 	if info.IsDir() {
 		return fmt.Errorf("%s: moving a directory across file systems is not supported", source)
 	}
-	in, err := os.Open(source)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, info.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
+	if _, err := files.Copy(source, target, info.Mode().Perm()); err != nil {
 		return err
 	}
 	return os.Remove(source)
@@ -53,19 +39,9 @@ func main() {
 	if len(args) < 2 {
 		cli.Usage("mv", "source... target")
 	}
-	sources, target := args[:len(args)-1], args[len(args)-1]
-	info, err := os.Stat(target)
-	intoDir := err == nil && info.IsDir()
-	if len(sources) > 1 && !intoDir {
-		cli.Fatal("mv", fmt.Errorf("target %s is not a directory", target))
-	}
 	status := cli.Status{Command: "mv"}
-	for _, source := range sources {
-		destination := target
-		if intoDir {
-			destination = filepath.Join(target, filepath.Base(source))
-		}
-		status.Report(move(source, destination))
+	for _, pair := range cli.Destinations("mv", args) {
+		status.Report(move(pair[0], pair[1]))
 	}
 	status.Exit()
 }

@@ -3,28 +3,15 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"strings"
-	"syscall"
+
+	"bootmatrix.local/guest/internal/cli"
+	"bootmatrix.local/guest/internal/utsname"
 )
 
-// text reads a NUL-terminated utsname field: [65]int8 on amd64 and arm64, [65]uint8 on riscv64.
-func text[T int8 | uint8](field [65]T) string {
-	var out strings.Builder
-	for _, c := range field {
-		if c == 0 {
-			break
-		}
-		out.WriteByte(byte(c))
-	}
-	return out.String()
-}
-
 func main() {
-	var name syscall.Utsname
-	if err := syscall.Uname(&name); err != nil {
-		fmt.Fprintln(os.Stderr, "uname:", err)
-		os.Exit(1)
+	names, err := utsname.Get()
+	if err != nil {
+		cli.Fatal("uname", err)
 	}
-	fmt.Println(text(name.Sysname), text(name.Release), text(name.Machine))
+	fmt.Println(names.Sysname, names.Release, names.Machine)
 }

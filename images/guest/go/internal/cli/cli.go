@@ -5,6 +5,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // Status collects the failures of one command run.
@@ -41,4 +42,27 @@ func Fatal(command string, err error) {
 func Usage(command, usage string) {
 	fmt.Fprintf(os.Stderr, "usage: %s %s\n", command, usage)
 	os.Exit(2)
+}
+
+// Destinations pairs each source of "command source... target" with where it goes: into target under
+// its own name when target is a directory, else target itself (then only one source is allowed).
+func Destinations(command string, args []string) [][2]string {
+	if len(args) < 2 {
+		Usage(command, "source... target")
+	}
+	sources, target := args[:len(args)-1], args[len(args)-1]
+	info, err := os.Stat(target)
+	intoDir := err == nil && info.IsDir()
+	if len(sources) > 1 && !intoDir {
+		Fatal(command, fmt.Errorf("target %s is not a directory", target))
+	}
+	pairs := make([][2]string, 0, len(sources))
+	for _, source := range sources {
+		destination := target
+		if intoDir {
+			destination = filepath.Join(target, filepath.Base(source))
+		}
+		pairs = append(pairs, [2]string{source, destination})
+	}
+	return pairs
 }
