@@ -43,6 +43,9 @@ DEFAULT_BAD_PATTERNS: dict[str, str] = {
     "root not found": r"bootmatrix: no VFAT partition holds[^\n]*|Gave up waiting for root[^\n]*",
 }
 TAIL_CHARS = 4000
+# A kernel Oops or panic prints its backtrace after the line that names it; that is worth a second.
+TRACE_GRACE = 1.0
+TRACE_END = re.compile(r"---\[ end (?:trace|Kernel panic)")
 BUFFER_LIMIT = 256 * 1024
 # Each wait searches only text it has not searched yet, plus this much before it, so a long boot log is
 # not rescanned on every chunk (that made boots measurably slower). A match may span at most this much.
@@ -195,6 +198,7 @@ class Console:
                 self._scanned = len(self.buffer)
             bad = self._first_bad()
             if bad is not None and (best is None or bad[0] <= best[0]):
+                self._read_trace()
                 self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]}", what)
             if best is not None:
                 _, index, hit = best
@@ -213,6 +217,14 @@ class Console:
                         break
                     time.sleep(0.025)
                 self._fail_dead(self._is_dead() or "console closed (end of file)", what)
+
+    def _read_trace(self) -> None:
+        """After a bad pattern, read on briefly so the tail holds the kernel's backtrace: until its end
+        marker, QEMU's end, or TRACE_GRACE seconds."""
+        until = time.monotonic() + TRACE_GRACE
+        while time.monotonic() < until and not TRACE_END.search(self.buffer[-MATCH_SPAN:]):
+            if self._is_dead() is not None or self._read_some(0.05) == "eof":
+                return
 
     def _fail_dead(self, dead: str, what: str) -> NoReturn:
         """QEMU is gone or the guest is dead: read what it said last, and name a bad pattern if it shows one
