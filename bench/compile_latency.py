@@ -1,6 +1,7 @@
 """Compile latency of the mostly-source image, every command on every arch, side by side with the host.
 
-For each arch (and each variant asked for) one guest boots the image; every command of the sweep
+For each arch (and each variant asked for) one guest boots the image; once its background warm-up
+build is done (the seconds it took after ready are printed), every command of the sweep
 (matrix/latency.py) is called twice by its stub: first call = compile + link + run, second = run. The
 host then builds the same commands natively (amd64, the host's go from the same Go root, a fresh copy of
 the same warm cache, in the same order), so the ratio guest/host compares like with like. Prints per
@@ -14,9 +15,10 @@ Variants (what each changes, to find what costs time in a first call):
     cache-copy    warm cache copied to tmpfs at boot instead of linked (bm.gocache=copy)
     dwarf         linker writes symbols and DWARF (BMBUILD_LDFLAGS= instead of "-s -w")
     gomaxprocs1   the go command and the compiler limited to one thread
-    no-prefetch   the toolchain is not read into the page cache after boot (bm.prefetch=0)
+    no-warmup     no warm-up build in the background after boot (bm.warmup=0)
 
     .venv/bin/python bench/compile_latency.py [--arch riscv64] [--variants default,dwarf] [--build warm]
+                                              [--prebuild]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from images.debian.apt import host_debian_arch
 from images.recipes.gosource import BUILD_ENV, GUEST_GO, build_go_root, command_sources
 from images.store import Store
 from matrix.lab import ARCHES, Lab
-from matrix.latency import SWEEP, CallTimes, measure_calls
+from matrix.latency import SWEEP, CallTimes, measure_calls, wait_for_warmup
 from matrix.profiles import direct_cell
 
 VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep)
@@ -46,7 +48,7 @@ VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep)
     "cache-copy": ("bm.gocache=copy", ""),
     "dwarf": ("", "export BMBUILD_LDFLAGS="),
     "gomaxprocs1": ("", "export GOMAXPROCS=1"),
-    "no-prefetch": ("bm.prefetch=0", ""),
+    "no-warmup": ("bm.warmup=0", ""),
 }
 
 
@@ -56,6 +58,7 @@ class Sweep:
     variant: str
     calls: dict[str, CallTimes]
     ready: float | None
+    warmup_wait: float | None  # seconds from ready until the warm-up build was done (None: no warm-up)
 
 
 def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
@@ -66,8 +69,9 @@ def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
         lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))
         if setup:
             machine.console.run(setup, Deadline.after(30))
+        warmup = wait_for_warmup(machine.console)
         calls = measure_calls(machine.console, SWEEP)
-    return Sweep(arch, variant, calls, record.time_to_ready)
+    return Sweep(arch, variant, calls, record.time_to_ready, warmup)
 
 
 def host_builds(lab: Lab, work: Path) -> dict[str, float]:
@@ -97,6 +101,27 @@ def host_builds(lab: Lab, work: Path) -> dict[str, float]:
     return seconds
 
 
+def prebuild(lab: Lab, arch: str, workdir: Path) -> str:
+    """Boot with bm.prebuild=1: when the background pre-build is done, and what a first call costs then."""
+    cell = direct_cell(arch, image="gosource", memory_mib=2048, smp=2, append="bm.prebuild=1")
+    machine, record = lab.machine(cell, workdir)
+    with machine:
+        lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))
+        ready = time.monotonic()
+        while True:
+            log, _ = machine.console.run("while read -r l; do echo \"$l\"; done < /run/bm/prebuild.log",
+                                         Deadline.after(60))
+            if "prebuild of" in log:
+                break
+            time.sleep(1)
+        waited = time.monotonic() - ready
+        started = time.monotonic()
+        machine.console.run("uname >/dev/null", Deadline.after(60))
+        first = time.monotonic() - started
+    return (f"{arch}: ready at {record.time_to_ready:.2f} s; {log.splitlines()[-1]} (seen {waited:.0f} s after "
+            f"ready); a first call after it: {first:.3f} s")
+
+
 def time_build(kind: str, lab: Lab) -> float:
     with tempfile.TemporaryDirectory(prefix=f"bm-bench-build-{kind}-") as tmp:
         store = Store(Path(tmp))
@@ -113,6 +138,7 @@ def main() -> int:
     parser.add_argument("--arch", action="append", choices=ARCHES)
     parser.add_argument("--variants", default="default", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--build", action="append", choices=("warm", "cold"), default=[])
+    parser.add_argument("--prebuild", action="store_true", help="also time the background pre-build per arch")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -127,22 +153,27 @@ def main() -> int:
             for arch in args.arch or ARCHES:
                 sweeps.append(guest_sweep(lab, arch, variant, work / f"{arch}-{variant}"))
         host = host_builds(lab, work / "host")
+        prebuilt = [prebuild(lab, arch, work / f"{arch}-prebuild") for arch in args.arch or ARCHES] \
+            if args.prebuild else []
     print(f"{'arch':8} {'variant':12} {'command':10} {'first s':>8} {'second s':>9} {'host s':>7} {'ratio':>6}")
     for sweep in sweeps:
         for name, times in sweep.calls.items():
             print(f"{sweep.arch:8} {sweep.variant:12} {name:10} {times.first:8.2f} {times.second:9.3f} "
                   f"{host[name]:7.2f} {times.first / host[name]:6.1f}" + ("" if times.built else "  (not built!)"))
-    print(f"\n{'arch':8} {'variant':12} {'ready s':>8} {'median 1st':>10} {'max 1st':>8} {'(command)':12} "
-          f"{'median 2nd':>10} {'host med':>8} {'ratio med':>9}")
+    print(f"\n{'arch':8} {'variant':12} {'ready s':>8} {'warm-up s':>9} {'median 1st':>10} {'max 1st':>8} "
+          f"{'(command)':12} {'median 2nd':>10} {'host med':>8} {'ratio med':>9}")
     host_median = statistics.median(host.values())
     for sweep in sweeps:
         firsts = {name: t.first for name, t in sweep.calls.items()}
         slowest = max(firsts, key=lambda name: firsts[name])
         median = statistics.median(firsts.values())
         ready = f"{sweep.ready:8.2f}" if sweep.ready is not None else "       -"
-        print(f"{sweep.arch:8} {sweep.variant:12} {ready} {median:10.2f} {firsts[slowest]:8.2f} {slowest:12} "
+        warm = f"{sweep.warmup_wait:9.1f}" if sweep.warmup_wait is not None else "        -"
+        print(f"{sweep.arch:8} {sweep.variant:12} {ready} {warm} {median:10.2f} {firsts[slowest]:8.2f} {slowest:12} "
               f"{statistics.median(t.second for t in sweep.calls.values()):10.3f} {host_median:8.3f} "
               f"{median / host_median:9.1f}")
+    for line in prebuilt:
+        print(f"\nbackground pre-build, {line}")
     for kind in args.build:
         print(f"\n3-arch image build, {kind} package cache: {time_build(kind, lab):.1f} s (goal for warm: 60 s)")
     return 0

@@ -49,6 +49,23 @@ class LatencyVerdict:
         return not self.failures
 
 
+def wait_for_warmup(console: Console, limit_s: float = 300.0) -> float | None:
+    """Seconds until the image's background warm-up build is done (init starts it before the marker,
+    unless bm.warmup=0), or None when the guest runs none. A sweep starts after it: the warm-up takes
+    the first build's one-time cost (the emulator translating the toolchain's code, the disk) off the
+    first command measured."""
+    started = time.monotonic()
+    while True:
+        log, code = console.run('while read -r l; do echo "$l"; done < /run/bm/warmup.log', Deadline.after(60))
+        if code != 0:
+            return None
+        if "bmbuild:" in log:
+            return time.monotonic() - started
+        if time.monotonic() - started > limit_s:
+            raise RuntimeError(f"the warm-up build did not finish within {limit_s:.0f} s: {log!r}")
+        time.sleep(0.5)
+
+
 def measure_calls(console: Console, commands: dict[str, str], deadline_s: float = 600.0) -> dict[str, CallTimes]:
     """Call each command twice by its stub (/ubin/<name> <arguments>), timing each call from the host.
     The builder reports its builds on stderr (BMBUILD_VERBOSE), so a rebuild on the second call shows."""

@@ -51,7 +51,7 @@ from images.recipes.minimal import MinimalImage, build_minimal
 from images.recipes.stick import stick_files, stick_tools, write_stick
 from images.store import Store
 
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 GO_TOOLS = ("compile", "link", "asm", "buildid")  # all `go build` runs with CGO_ENABLED=0
 # What the warm caches hold: the standard-library packages small system commands use, and their deps.
 WARM_PACKAGES = (
@@ -174,6 +174,7 @@ def _warm_cache(content: Path, goarch: str) -> None:
                     if p not in tree_commands]
     _in_root(content, goarch, "build", *WARM_PACKAGES, *dependencies)
     _fix_cache_times(content / f"gocache/linux_{goarch}")
+
 
 
 def _fix_cache_times(cache: Path) -> None:

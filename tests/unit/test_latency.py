@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from matrix.latency import judge_latency
-from matrix.model import DEFAULT_MATRIX, CompileBudget, LatencyLimits, MatrixError, load_compile_budget
+from matrix.model import (
+    DEFAULT_MATRIX,
+    CompileBudget,
+    LatencyLimits,
+    MatrixError,
+    load_compile_budget,
+    load_matrix,
+)
 
 BUDGET = CompileBudget(kvm=LatencyLimits(median=0.5, max=1.5), tcg=LatencyLimits(median=2.0, max=4.0))
 
@@ -51,3 +58,10 @@ def test_a_bad_budget_names_its_key(tmp_path: Path) -> None:
                    '[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n')
     with pytest.raises(MatrixError, match=r"compile_budget\.tcg\.median: Input should be greater than 0"):
         load_compile_budget(bad)
+
+
+def test_the_gosource_matrix_cells() -> None:
+    cells = load_matrix(DEFAULT_MATRIX.with_name("gosource.toml"))
+    assert {c.id for c in cells} >= {"x86_64-seabios-direct-gosource", "aarch64-virt-direct-gosource",
+                                     "riscv64-opensbi-direct-gosource"}
+    assert all(c.image == "gosource" and c.memory_mib == 2048 and c.smp == 2 for c in cells)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import statistics
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.deadline import Deadline
-from images.recipes.gosource import GoSourceImage, command_names, guest_sources
+from images.recipes.gosource import GoSourceImage, command_names, command_sources, guest_sources
 from images.store import Store
 from matrix.lab import ARCHES, Lab, Unavailable
 from matrix.latency import judge_latency, measure_calls
@@ -156,3 +157,20 @@ def _sha256(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def test_background_prebuild_builds_every_command(bootmatrix_vms, record_property) -> None:  # type: ignore[no-untyped-def]
+    """bm.prebuild=1: after the marker, init builds every stubbed command at nice 19, smallest first."""
+    guest = bootmatrix_vms(gosource_cell("riscv64", append="bm.prebuild=1"))
+    deadline = Deadline.after(900)
+    while True:
+        log, _ = guest.console.run("while read -r line; do echo \"$line\"; done < /run/bm/prebuild.log", deadline)
+        if "prebuild of" in log or deadline.expired():
+            break
+        time.sleep(2)
+    assert "bmbuild: prebuild of" in log and "done in" in log, log
+    record_property("prebuild", log.splitlines()[-1])
+    built = guest.console.run("ls /run/bm/cache/bin", deadline)[0].split()
+    assert sorted(built) == sorted(command_sources()), built
+    output, code = guest.console.run("BMBUILD_VERBOSE=1 uname 2>&1", deadline)
+    assert code == 0 and "bmbuild: built" not in output, output  # already built: runs at once

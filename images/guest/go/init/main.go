@@ -6,15 +6,13 @@
 // cache writable on tmpfs (the root is read-only), prints the readiness marker,
 // optionally starts the background pre-build, and keeps a shell on the console, reaping orphans.
 //
-// Kernel parameters: bm.gocache=link|copy (how the warm cache reaches tmpfs), bm.prefetch=0 (do not
-// read the toolchain into the page cache after the marker), bm.prebuild=1 (build every command in the
-// background).
+// Kernel parameters: bm.gocache=link|copy (how the warm cache reaches tmpfs), bm.warmup=0 (no warm-up
+// build after the marker), bm.prebuild=1 (build every command in the background).
 package main
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -99,25 +97,6 @@ func warmCache(mode string) {
 		time.Since(started).Seconds())
 }
 
-// prefetch reads the toolchain every first build needs into the page cache, so the first command a
-// person types does not wait for it: reading it from the VFAT disk takes seconds under TCG.
-func prefetch() {
-	started := time.Now()
-	var total int64
-	for _, path := range []string{"/" + arch + "/bin/go", "/go/pkg/tool/" + arch + "/compile",
-		"/go/pkg/tool/" + arch + "/link"} {
-		file, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		n, _ := io.Copy(io.Discard, file)
-		file.Close()
-		total += n
-	}
-	logLine := fmt.Sprintf("prefetched %.1f MB of toolchain in %.2f s\n", float64(total)/1e6, time.Since(started).Seconds())
-	_ = os.WriteFile(state+"/prefetch.log", []byte(logLine), 0o644)
-}
-
 // parameter is the value of name=value on the kernel command line, or "".
 func parameter(cmdline, name string) string {
 	for _, field := range strings.Fields(cmdline) {
@@ -160,22 +139,24 @@ func startShell() (int, error) {
 	return shell.Process.Pid, nil
 }
 
-func startPrebuild() {
-	log, err := os.Create(state + "/prebuild.log")
+// startBuilder runs bmbuild in the background at the lowest priority (the shell and what the user
+// runs come first), its output in /run/bm/<mode>.log.
+func startBuilder(mode, what string) {
+	logPath := state + "/" + strings.TrimPrefix(mode, "-") + ".log"
+	log, err := os.Create(logPath)
 	if err != nil {
-		say("prebuild: %v", err)
+		say("%s: %v", what, err)
 		return
 	}
 	defer log.Close()
-	builder := exec.Command("/"+arch+"/bin/bmbuild", "-prebuild")
+	builder := exec.Command("/"+arch+"/bin/bmbuild", mode)
 	builder.Stdout, builder.Stderr, builder.Env = log, log, environment
 	if err := builder.Start(); err != nil {
-		say("prebuild: %v", err)
+		say("%s: %v", what, err)
 		return
 	}
-	// Lowest priority: the shell and what the user runs come first.
 	_ = syscall.Setpriority(syscall.PRIO_PROCESS, builder.Process.Pid, 19)
-	say("background pre-build started (pid %d, nice 19, log %s/prebuild.log)", builder.Process.Pid, state)
+	say("%s started (pid %d, nice 19, log %s)", what, builder.Process.Pid, logPath)
 }
 
 func main() {
@@ -198,14 +179,15 @@ func main() {
 	_ = os.WriteFile("/proc/sys/kernel/printk", []byte("1"), 0o644)
 	names, _ := utsname.Get()
 	uptime, _ := os.ReadFile("/proc/uptime")
+	// Started before the marker, so their logs exist once the shell answers.
+	switch {
+	case parameter(cmdline, "bm.prebuild") == "1":
+		startBuilder("-prebuild", "background pre-build") // it warms up too
+	case parameter(cmdline, "bm.warmup") != "0":
+		startBuilder("-warmup", "warm-up build")
+	}
 	fmt.Printf("BOOTMATRIX-READY arch=%s kernel=%s uptime=%s image=gosource\n", names.Machine, names.Release,
 		strings.Fields(string(uptime) + " ?")[0])
-	if parameter(cmdline, "bm.prefetch") != "0" {
-		go prefetch()
-	}
-	if parameter(cmdline, "bm.prebuild") == "1" {
-		startPrebuild()
-	}
 	shell, err := startShell()
 	if err != nil {
 		say("cannot start the shell: %v", err)
