@@ -22,9 +22,11 @@ COLD_BUILD = ("cd /src/cmds/wc && GOROOT=/go GOCACHE=/tmp/cold-cache GOFLAGS=-tr
 
 
 def test_x86_64_survives_a_cold_go_build(bootmatrix_vms, record_property) -> None:  # type: ignore[no-untyped-def]
-    guest = bootmatrix_vms(direct_cell("x86_64", image="gosource", memory_mib=2048, smp=2))
+    # One vCPU: QEMU 7.2 failed with one as with two, and one avoids an unrelated, rare abort of QEMU 10
+    # while a two-vCPU x86_64 guest enumerates PCI (see tests/vm/test_gosource.py).
+    guest = bootmatrix_vms(direct_cell("x86_64", image="gosource", memory_mib=2048, smp=1))
     # The load must exercise the instruction QEMU 7.2 got wrong: the guest CPU offers cmpxchg16b.
-    assert guest.console.run("grep -c ' cx16 ' /proc/cpuinfo", Deadline.after(300)) == ("2", 0)
+    assert guest.console.run("grep -c ' cx16 ' /proc/cpuinfo", Deadline.after(300)) == ("1", 0)
     started = time.monotonic()
     output, code = guest.console.run(COLD_BUILD, Deadline.after(1200))
     seconds = time.monotonic() - started
