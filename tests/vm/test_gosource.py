@@ -181,10 +181,12 @@ def test_background_prebuild_builds_every_command(bootmatrix_vms, record_propert
     assert code == 0 and "bmbuild: built" not in output, output  # already built: runs at once
 
 
-@pytest.mark.parametrize("cell", [c for c in load_matrix(GOSOURCE_MATRIX) if c.media == "stick"], ids=lambda c: c.id)
-def test_firmware_boots_the_stick_and_its_root(bootmatrix_vms, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+# Not named `cell`: the plugin parametrizes that fixture name over the default matrix.
+@pytest.mark.parametrize("stick_cell", [c for c in load_matrix(GOSOURCE_MATRIX) if c.media == "stick"],
+                         ids=lambda c: c.id)
+def test_firmware_boots_the_stick_and_its_root(bootmatrix_vms, stick_cell: Cell) -> None:  # type: ignore[no-untyped-def]
     """Through firmware and systemd-boot: kernel and first stage from the stick, then the root on it."""
-    guest = bootmatrix_vms(cell)
+    guest = bootmatrix_vms(stick_cell)
     output, code = guest.console.run("BMBUILD_VERBOSE=1 uname 2>&1", Deadline.after(300))
-    assert code == 0 and output.startswith("bmbuild: built uname") and output.endswith(cell.arch), output
+    assert code == 0 and output.startswith("bmbuild: built uname") and output.endswith(stick_cell.arch), output
     assert "initrd=\\" in guest.console.run("cat /proc/cmdline", Deadline.after(60))[0]  # systemd-boot's entry
