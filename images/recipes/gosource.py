@@ -7,12 +7,13 @@ Three store entries build it. The Go root (build_go_root) holds the names the gu
     linux_<goarch>/bin/go     the go command of each arch
     gocache/linux_<goarch>/   a warm GOCACHE per arch
 
-The warm caches are cross-built on the host by the host's own go from this very tree (GOARCH=<arch>,
-CGO_ENABLED=0, -trimpath), and a guest reuses them as they are: for a release toolchain Go keys its cache
-on the tool's version line ("compile version go1.24.4"), not on the binary, and with -trimpath not on
-the GOROOT path. Measured (riscv64 guest, QEMU 10, 2 vCPUs, TCG): first `go build` of a small command
-88.7 s and 55 compiles with an empty cache, 2.7 s and 0 compiles with the host-built one; natively on the
-host the cold build took 4.6 s. tests/vm/test_gosource.py keeps this true.
+The warm caches are cross-built on the host by the host's own go (GOARCH=<arch>, CGO_ENABLED=0, -trimpath)
+inside this very tree as the guest will see it (a rootless chroot: GOROOT=/go), and a guest reuses them as
+they are: for a release toolchain Go keys compiled packages on the tool's version line ("compile version
+go1.24.4"), not on the binary, and with -trimpath not on the GOROOT path; its per-package source index,
+also in the cache, is keyed on the GOROOT path and file times, hence the chroot and the fixed times.
+Measured (riscv64 guest, QEMU 10, 2 vCPUs, TCG): first `go build` of a small command 88.7 s and 55
+compiles with an empty cache, one compile with the shipped one. tests/vm/test_gosource.py keeps it true.
 
 The programs (build_programs) are the Go init and the on-demand builder of every arch, cross-built on the
 host. The image (build_gosource_image) is the boot stick of images/recipes/stick.py whose per-arch initrd
@@ -174,7 +175,6 @@ def _warm_cache(content: Path, goarch: str) -> None:
                     if p not in tree_commands]
     _in_root(content, goarch, "build", *WARM_PACKAGES, *dependencies)
     _fix_cache_times(content / f"gocache/linux_{goarch}")
-
 
 
 def _fix_cache_times(cache: Path) -> None:

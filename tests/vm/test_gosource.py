@@ -26,6 +26,11 @@ MAX_PROGRAMS_PER_ARCH = 15
 # such boots here; one vCPU leaves no second TCG thread to race the memory map update. Go's first calls
 # on x86_64 cost the same with one CPU (bench: GOMAXPROCS=1 median 1.18 s, two 1.18 s).
 GOSOURCE_SMP = {"x86_64": 1, "aarch64": 2, "riscv64": 2}
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}
+# A printf(1) format inside single quotes: the program imports crypto/sha256 and fmt, which the shipped
+# cache holds compiled.
+HELLO = (r'package main\n\nimport (\n\t"crypto/sha256"\n\t"fmt"\n)\n\n'
+         r'func main() { fmt.Printf("%%x\\n", sha256.Sum256([]byte("bootmatrix"))) }\n')
 
 
 def gosource_cell(arch: str, append: str = "") -> Cell:
@@ -118,6 +123,14 @@ def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyp
                        "BMBUILD_VERBOSE=1 /tmp/ubin/twice /src/go.mod 2>/tmp/t2 >/dev/null & wait); "
                        "cat /tmp/t1 /tmp/t2 | grep -c 'bmbuild: built twice'")
     assert (output, code) == ("1", 0), output
+
+    # The shipped cache holds the standard library: a new program's build compiles that program alone.
+    output, code = run("mkdir -p /tmp/hello && printf 'module hello\\n\\ngo 1.24\\n' > /tmp/hello/go.mod && "
+                       f"printf '{HELLO}' > /tmp/hello/main.go && cd /tmp/hello && GOROOT=/go "
+                       "GOCACHE=/run/bm/gocache GOFLAGS=-trimpath CGO_ENABLED=0 GOTOOLCHAIN=local HOME=/tmp "
+                       "/run/bm/bin/go build -x -o /tmp/hello/hello . 2>/tmp/hello/log; cd /; "
+                       f"grep -c 'pkg/tool/linux_{GOARCH[arch]}/compile' /tmp/hello/log && /tmp/hello/hello")
+    assert code == 0 and output.splitlines() == ["1", hashlib.sha256(b"bootmatrix").hexdigest()], output
 
     # A real program of the Go tree, compiled on demand from /go/src/cmd/gofmt.
     output, code = run("printf 'package main\\nfunc  main( ) {}\\n' > /tmp/x.go && gofmt /tmp/x.go")
