@@ -37,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.deadline import Deadline
 from images.debian.apt import host_debian_arch
+from images.debian.fetch import share_downloads
 from images.recipes.gosource import BUILD_ENV, GUEST_GO, build_go_root, command_sources
 from images.store import Store
 from matrix.lab import ARCHES, Lab
-from matrix.latency import SWEEP, CallTimes, measure_calls, wait_for_warmup
+from matrix.latency import SWEEP, CallTimes, run_sweep, wait_for_log
 from matrix.profiles import direct_cell
 
 VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep)
@@ -69,8 +70,7 @@ def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
         lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))
         if setup:
             machine.console.run(setup, Deadline.after(30))
-        warmup = wait_for_warmup(machine.console)
-        calls = measure_calls(machine.console, SWEEP)
+        warmup, calls = run_sweep(machine.console)
     return Sweep(arch, variant, calls, record.time_to_ready, warmup)
 
 
@@ -107,14 +107,10 @@ def prebuild(lab: Lab, arch: str, workdir: Path) -> str:
     machine, record = lab.machine(cell, workdir)
     with machine:
         lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))
-        ready = time.monotonic()
-        while True:
-            log, _ = machine.console.run("while read -r l; do echo \"$l\"; done < /run/bm/prebuild.log",
-                                         Deadline.after(60))
-            if "prebuild of" in log:
-                break
-            time.sleep(1)
-        waited = time.monotonic() - ready
+        found = wait_for_log(machine.console, "/run/bm/prebuild.log", "prebuild of", 900)
+        if found is None:
+            raise RuntimeError("the guest wrote no /run/bm/prebuild.log")
+        waited, log = found
         started = time.monotonic()
         machine.console.run("uname >/dev/null", Deadline.after(60))
         first = time.monotonic() - started
@@ -124,10 +120,9 @@ def prebuild(lab: Lab, arch: str, workdir: Path) -> str:
 
 def time_build(kind: str, lab: Lab) -> float:
     with tempfile.TemporaryDirectory(prefix=f"bm-bench-build-{kind}-") as tmp:
-        store = Store(Path(tmp))
         if kind == "warm":
-            for shared in ("debs", "apt"):
-                (store.root / shared).symlink_to(lab.store.root / shared, target_is_directory=True)
+            share_downloads(lab.store.root, Path(tmp))
+        store = Store(Path(tmp))
         started = time.monotonic()
         Lab(store).gosource()
         return time.monotonic() - started

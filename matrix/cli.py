@@ -41,7 +41,7 @@ from images.store import Store
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
 from matrix.history import Gate, History, Metric, Row, check_gate
 from matrix.lab import BootRecord, Lab, Unavailable
-from matrix.latency import FIRST_CALL_MEDIAN, SWEEP, judge_latency, measure_calls, wait_for_warmup
+from matrix.latency import FIRST_CALL_MEDIAN, judge_latency, run_sweep
 from matrix.model import (
     DEFAULT_MATRIX,
     FIRMWARE_SETS,
@@ -85,8 +85,7 @@ def _compile_sweep(row: dict[str, object]) -> Callable[[Machine, BootRecord], No
 
     def sweep(machine: Machine, record: BootRecord) -> None:
         try:
-            row["warmup_wait"] = wait_for_warmup(machine.console)
-            calls = measure_calls(machine.console, SWEEP)
+            row["warmup_wait"], calls = run_sweep(machine.console)
         except RuntimeError as error:
             row["compile_error"] = str(error)
             return

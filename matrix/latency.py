@@ -49,21 +49,40 @@ class LatencyVerdict:
         return not self.failures
 
 
+def read_guest_file(console: Console, path: str, deadline: Deadline) -> tuple[str, int]:
+    """A guest file's text through the shell's own `read`: on this image `cat` is a command built on
+    first use, and reading a log must not build one."""
+    return console.run(f'while read -r line; do echo "$line"; done < {path}', deadline)
+
+
+def wait_for_log(console: Console, path: str, marker: str, limit_s: float) -> tuple[float, str] | None:
+    """(seconds waited, the log) once the guest's log at `path` holds `marker`; None when there is no
+    such log (the guest runs no such job)."""
+    started = time.monotonic()
+    while True:
+        log, code = read_guest_file(console, path, Deadline.after(60))
+        if code != 0:
+            return None
+        if marker in log:
+            return time.monotonic() - started, log
+        if time.monotonic() - started > limit_s:
+            raise RuntimeError(f"{path} did not say {marker!r} within {limit_s:.0f} s: {log!r}")
+        time.sleep(0.5)
+
+
 def wait_for_warmup(console: Console, limit_s: float = 300.0) -> float | None:
     """Seconds until the image's background warm-up build is done (init starts it before the marker,
     unless bm.warmup=0), or None when the guest runs none. A sweep starts after it: the warm-up takes
     the first build's one-time cost (the emulator translating the toolchain's code, the disk) off the
     first command measured."""
+    found = wait_for_log(console, "/run/bm/warmup.log", "bmbuild:", limit_s)
+    return None if found is None else found[0]
+
+
+def _timed_call(console: Console, call: str, deadline_s: float) -> tuple[str, int, float]:
     started = time.monotonic()
-    while True:
-        log, code = console.run('while read -r l; do echo "$l"; done < /run/bm/warmup.log', Deadline.after(60))
-        if code != 0:
-            return None
-        if "bmbuild:" in log:
-            return time.monotonic() - started
-        if time.monotonic() - started > limit_s:
-            raise RuntimeError(f"the warm-up build did not finish within {limit_s:.0f} s: {log!r}")
-        time.sleep(0.5)
+    output, code = console.run(call, Deadline.after(deadline_s))
+    return output, code, time.monotonic() - started
 
 
 def measure_calls(console: Console, commands: dict[str, str], deadline_s: float = 600.0) -> dict[str, CallTimes]:
@@ -72,19 +91,23 @@ def measure_calls(console: Console, commands: dict[str, str], deadline_s: float 
     times: dict[str, CallTimes] = {}
     for name, arguments in commands.items():
         call = f"BMBUILD_VERBOSE=1 /ubin/{name} {arguments} 2>&1 >/dev/null"
-        started = time.monotonic()
-        first, code = console.run(call, Deadline.after(deadline_s))
-        first_s = time.monotonic() - started
-        if code != 0:
-            raise RuntimeError(f"{name} {arguments} failed on its first call ({code}): {first}")
-        started = time.monotonic()
-        second, code = console.run(call, Deadline.after(deadline_s))
-        second_s = time.monotonic() - started
-        if code != 0:
-            raise RuntimeError(f"{name} {arguments} failed on its second call ({code}): {second}")
-        built = f"bmbuild: built {name} in" in first and "bmbuild: built" not in second
-        times[name] = CallTimes(round(first_s, 3), round(second_s, 3), built)
+        outputs, seconds = [], []
+        for which in ("first", "second"):
+            output, code, took = _timed_call(console, call, deadline_s)
+            if code != 0:
+                raise RuntimeError(f"{name} {arguments} failed on its {which} call ({code}): {output}")
+            outputs.append(output)
+            seconds.append(took)
+        built = f"bmbuild: built {name} in" in outputs[0] and "bmbuild: built" not in outputs[1]
+        times[name] = CallTimes(round(seconds[0], 3), round(seconds[1], 3), built)
     return times
+
+
+def run_sweep(console: Console) -> tuple[float | None, dict[str, CallTimes]]:
+    """The sweep of `bootmatrix run` and the benchmark: wait for the warm-up (its seconds, or None), then
+    call every command of SWEEP twice."""
+    warmup = wait_for_warmup(console)
+    return warmup, measure_calls(console, SWEEP)
 
 
 def judge_latency(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from images.debian.lock import DEFAULT_SUITE, FIRMWARE_SUITES
 
 DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
+GOSOURCE_MATRIX = Path(__file__).with_name("gosource.toml")  # the mostly-source image's cells and budget
 
 Arch = Literal["x86_64", "aarch64", "riscv64"]
 

@@ -24,12 +24,24 @@ class FetchError(Exception):
     pass
 
 
+DOWNLOAD_DIRS = ("debs", "apt")  # below the cache root: verified .debs, and the private apt's state
+
+
+def share_downloads(cache_root: Path, target_root: Path) -> None:
+    """Let a second cache at `target_root` use the packages this one downloaded (symlinks), so that
+    building everything again there repeats the builds and not the downloads."""
+    target_root.mkdir(parents=True, exist_ok=True)
+    for name in DOWNLOAD_DIRS:
+        (cache_root / name).mkdir(exist_ok=True)
+        (target_root / name).symlink_to(cache_root / name, target_is_directory=True)
+
+
 class DebianFetcher:
     def __init__(self, cache_root: Path, lock: Lockfile, mirror: Mirror | None = None):
         self.lock = lock
-        self.debs = cache_root / "debs"
+        self.debs = cache_root / DOWNLOAD_DIRS[0]
         self.debs.mkdir(parents=True, exist_ok=True)
-        self.apt_dir = cache_root / "apt" / lock.suite
+        self.apt_dir = cache_root / DOWNLOAD_DIRS[1] / lock.suite
         self._mirror = mirror
         self._apt: PrivateApt | None = None
 

@@ -49,7 +49,7 @@ from images.debian.fetch import DebianFetcher
 from images.debian.lock import GO_SRC_SET, GO_VERSION, GUEST_DEBIAN_ARCH, STICK_TOOLS_SET, go_set, shell_set
 from images.recipes import stick as stick_module
 from images.recipes.minimal import MinimalImage, build_minimal
-from images.recipes.stick import stick_files, stick_tools, write_stick
+from images.recipes.stick import file_size, stick_files, stick_tools, write_stick
 from images.store import Store
 
 RECIPE_VERSION = 4
@@ -206,6 +206,11 @@ def guest_sources() -> dict[str, bytes]:
     return {p.relative_to(GUEST_GO).as_posix(): p.read_bytes() for p in sorted(GUEST_GO.rglob("*")) if p.is_file()}
 
 
+def sources_digest() -> str:
+    """sha256 of the guest Go tree: a store input of everything built from it."""
+    return hashlib.sha256(repr(sorted(guest_sources().items())).encode()).hexdigest()
+
+
 def command_names() -> list[str]:
     return sorted(p.name for p in (GUEST_GO / "cmds").iterdir() if p.is_dir())
 
@@ -225,7 +230,7 @@ def build_programs(store: Store, go_root: GoRoot) -> Path:
     """The prebuilt programs of every arch: linux_<goarch>/bin/{init,bmbuild}."""
     sources = guest_sources()
     inputs = {"recipe_version": RECIPE_VERSION, "go_root": go_root.root.parent.name, "programs": list(PROGRAMS),
-              "sources": hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()}
+              "sources": sources_digest()}
 
     def build(content: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="bm-goprog-") as tmp:
@@ -312,7 +317,7 @@ def census(files: dict[str, bytes | Path]) -> dict[str, object]:
         "binaries": {arch: sorted(paths) for arch, paths in sorted(binaries.items())},
         "cache_files": sum(1 for rel in files if rel.startswith("gocache/")),
         "files": len(files),
-        "bytes": sum(len(d) if isinstance(d, bytes) else d.stat().st_size for d in files.values()),
+        "bytes": sum(file_size(d) for d in files.values()),
     }
 
 
@@ -336,7 +341,7 @@ def build_gosource_image(
         "stage1": {arch: image.key for arch, image in sorted(stage1.items())},
         "shell": shell_debs,
         "tools": sorted(p.sha256 for p, _ in tool_debs),
-        "sources": hashlib.sha256(repr(sorted(guest_sources().items())).encode()).hexdigest(),
+        "sources": sources_digest(),
         "recipes": [hashlib.sha256(Path(m).read_bytes()).hexdigest() for m in (__file__, stick_module.__file__)],
     }
 

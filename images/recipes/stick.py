@@ -109,7 +109,8 @@ def _stage(files: dict[str, bytes | Path], staging: Path) -> dict[str, list[Path
     return by_directory
 
 
-def _size(data: bytes | Path) -> int:
+def file_size(data: bytes | Path) -> int:
+    """Bytes of a stick file given as bytes or as a host file."""
     return data.stat().st_size if isinstance(data, Path) else len(data)
 
 
@@ -119,7 +120,7 @@ def write_stick(
     """Write the stick image: `files` by path in the partition (bytes, or a host file to copy), plus empty
     `directories`. One mmd call makes every directory and one mcopy call per directory copies its files,
     in sorted order, so the layout is the same from build to build."""
-    payload = sum(-(-_size(data) // 4096) * 4096 for data in files.values())  # at most 4 KiB clusters
+    payload = sum(-(-file_size(data) // 4096) * 4096 for data in files.values())  # at most 4 KiB clusters
     size_mib = max(64, (payload * 9 // 8) // (1 << 20) + 48)  # FAT32 needs >= 33 MiB; FATs and directories
     # FAT32 needs at least 65,525 clusters: one-sector clusters for a small stick, 4 KiB for a large one
     # (fewer FAT sectors and directory reads for the 15,000 files of the mostly-source root).

@@ -9,6 +9,7 @@ import pytest
 from matrix.latency import judge_latency
 from matrix.model import (
     DEFAULT_MATRIX,
+    GOSOURCE_MATRIX,
     CompileBudget,
     LatencyLimits,
     MatrixError,
@@ -46,7 +47,7 @@ def test_no_samples_is_an_error() -> None:
 
 
 def test_the_gosource_matrix_has_the_issue_budgets() -> None:
-    budget = load_compile_budget(DEFAULT_MATRIX.with_name("gosource.toml"))
+    budget = load_compile_budget(GOSOURCE_MATRIX)
     assert budget == CompileBudget(kvm=LatencyLimits(median=0.5, max=1.5), tcg=LatencyLimits(median=2.0, max=4.0),
                                    baseline_tolerance=0.2, min_runs=3)
     assert load_compile_budget(DEFAULT_MATRIX) is None
@@ -61,7 +62,7 @@ def test_a_bad_budget_names_its_key(tmp_path: Path) -> None:
 
 
 def test_the_gosource_matrix_cells() -> None:
-    cells = load_matrix(DEFAULT_MATRIX.with_name("gosource.toml"))
+    cells = load_matrix(GOSOURCE_MATRIX)
     assert {c.id for c in cells} >= {"x86_64-seabios-direct-gosource", "aarch64-virt-direct-gosource",
                                      "riscv64-opensbi-direct-gosource"}
     assert all(c.image == "gosource" and c.memory_mib == 2048 and c.smp == (1 if c.arch == "x86_64" else 2)

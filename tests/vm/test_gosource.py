@@ -5,28 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-import time
 from pathlib import Path
 
 import pytest
 
 from harness.deadline import Deadline
+from images.debian.fetch import share_downloads
+from images.debian.lock import GUEST_DEBIAN_ARCH
 from images.recipes.gosource import GoSourceImage, command_names, command_sources, guest_sources
 from images.store import Store
 from matrix.lab import ARCHES, Lab, Unavailable
-from matrix.latency import judge_latency, measure_calls
-from matrix.model import DEFAULT_MATRIX, Cell, load_compile_budget, load_matrix
-from matrix.profiles import direct_cell
+from matrix.latency import judge_latency, measure_calls, wait_for_log
+from matrix.model import GOSOURCE_MATRIX, Cell, load_compile_budget, load_matrix
 
 pytestmark = pytest.mark.vm
-GOSOURCE_MATRIX = DEFAULT_MATRIX.with_name("gosource.toml")
 MAX_PROGRAMS_PER_ARCH = 15
-# x86_64 with one vCPU: the pinned QEMU 10.0.13 once aborted ("iotlb_to_section: Assertion `section_index
-# < d->map.sections_nb' failed") while an x86_64 guest with two vCPUs enumerated PCI, once in about 25
-# such boots here; one vCPU leaves no second TCG thread to race the memory map update. Go's first calls
-# on x86_64 cost the same with one CPU (bench: GOMAXPROCS=1 median 1.18 s, two 1.18 s).
-GOSOURCE_SMP = {"x86_64": 1, "aarch64": 2, "riscv64": 2}
-GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}
 # A printf(1) format inside single quotes: the program imports crypto/sha256 and fmt, which the shipped
 # cache holds compiled.
 HELLO = (r'package main\n\nimport (\n\t"crypto/sha256"\n\t"fmt"\n)\n\n'
@@ -34,7 +27,9 @@ HELLO = (r'package main\n\nimport (\n\t"crypto/sha256"\n\t"fmt"\n)\n\n'
 
 
 def gosource_cell(arch: str, append: str = "") -> Cell:
-    return direct_cell(arch, image="gosource", memory_mib=2048, smp=GOSOURCE_SMP[arch], append=append)
+    """The direct cell of `arch` in matrix/gosource.toml (its memory and vCPUs), with `append`."""
+    cell = next(c for c in load_matrix(GOSOURCE_MATRIX) if c.arch == arch and c.media == "direct")
+    return cell.model_copy(update={"append": append})
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +124,7 @@ def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyp
                        f"printf '{HELLO}' > /tmp/hello/main.go && cd /tmp/hello && GOROOT=/go "
                        "GOCACHE=/run/bm/gocache GOFLAGS=-trimpath CGO_ENABLED=0 GOTOOLCHAIN=local HOME=/tmp "
                        "/run/bm/bin/go build -x -o /tmp/hello/hello . 2>/tmp/hello/log; cd /; "
-                       f"grep -c 'pkg/tool/linux_{GOARCH[arch]}/compile' /tmp/hello/log && /tmp/hello/hello")
+                       f"grep -c 'pkg/tool/linux_{GUEST_DEBIAN_ARCH[arch]}/compile' /tmp/hello/log && /tmp/hello/hello")
     assert code == 0 and output.splitlines() == ["1", hashlib.sha256(b"bootmatrix").hexdigest()], output
 
     # A real program of the Go tree, compiled on demand from /go/src/cmd/gofmt.
@@ -161,10 +156,8 @@ def test_latency_gate_fails_a_slowed_build(bootmatrix_vms, record_property) -> N
 def test_image_is_bit_identical_when_built_twice(bootmatrix_lab: Lab, image: GoSourceImage, tmp_path: Path) -> None:
     """Everything again (Go root with its warm caches, programs, first stages, stick) in an empty store
     that shares only the downloaded packages: the same bytes."""
-    store = Store(tmp_path / "store")
-    for shared in ("debs", "apt"):
-        (store.root / shared).symlink_to(bootmatrix_lab.store.root / shared, target_is_directory=True)
-    again = Lab(store).gosource()
+    share_downloads(bootmatrix_lab.store.root, tmp_path / "store")
+    again = Lab(Store(tmp_path / "store")).gosource()
     assert again.key != "" and again.stick != image.stick
     assert _sha256(again.stick) == _sha256(image.stick)
 
@@ -181,11 +174,9 @@ def test_background_prebuild_builds_every_command(bootmatrix_vms, record_propert
     """bm.prebuild=1: after the marker, init builds every stubbed command at nice 19, smallest first."""
     guest = bootmatrix_vms(gosource_cell("riscv64", append="bm.prebuild=1"))
     deadline = Deadline.after(900)
-    while True:
-        log, _ = guest.console.run("while read -r line; do echo \"$line\"; done < /run/bm/prebuild.log", deadline)
-        if "prebuild of" in log or deadline.expired():
-            break
-        time.sleep(2)
+    found = wait_for_log(guest.console, "/run/bm/prebuild.log", "prebuild of", 900)
+    assert found is not None, "init wrote no /run/bm/prebuild.log"
+    log = found[1]
     assert "bmbuild: prebuild of" in log and "done in" in log, log
     record_property("prebuild", log.splitlines()[-1])
     built = guest.console.run("ls /run/bm/cache/bin", deadline)[0].split()

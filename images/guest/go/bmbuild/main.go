@@ -178,10 +178,10 @@ func main() { fmt.Fprintln(os.Stderr, "warm") }
 // warmup builds warmupProgram in /run/bm/warmup; it leaves nothing of the commands in the cache.
 func warmup() {
 	dir := state + "/warmup"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fail(2, "%v", err)
+	}
 	for name, text := range map[string]string{"go.mod": "module warmup\n\ngo 1.24\n", "main.go": warmupProgram} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			fail(2, "%v", err)
-		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			fail(2, "%v", err)
 		}

@@ -66,8 +66,7 @@ func warmCache(mode string) {
 	cache, source := state+"/gocache", "/gocache/"+arch
 	var count int
 	var bytes int64
-	var err error
-	err = mirrorTree(source, cache, func(file, destination string) error {
+	err := mirrorTree(source, cache, func(file, destination string) error {
 		count++
 		if mode == "copy" {
 			// Times are not kept: the copies are "used" now, so Go's cache trimming keeps them.
