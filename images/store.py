@@ -122,18 +122,32 @@ class Store:
     def lock(self, key: str) -> FileLock:
         return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=self.lock_timeout)
 
+    def find(self, name: str, inputs: Mapping[str, Any]) -> Path | None:
+        """The content folder of a verified entry for these inputs, or None when it must be built (a
+        recipe then fetches what it needs, and only then)."""
+        key = inputs_key({"name": name, **inputs})
+        with self.lock(key):
+            return self._usable(self.entry(key), name)
+
+    def _usable(self, entry: Entry, name: str) -> Path | None:
+        if not entry.root.exists():
+            return None
+        try:
+            self._verify(entry)
+        except (CorruptEntry, OSError, ValueError, KeyError) as error:
+            log.warning("store entry %s (%s) failed verification, rebuilding: %s", entry.key, name, error)
+            self._discard(entry)
+            return None
+        self._touch(entry)
+        return entry.content
+
     def get(self, name: str, inputs: Mapping[str, Any], build: Builder) -> Path:
         key = inputs_key({"name": name, **inputs})
         entry = self.entry(key)
         with self.lock(key):
-            if entry.root.exists():
-                try:
-                    self._verify(entry)
-                    self._touch(entry)
-                    return entry.content
-                except (CorruptEntry, OSError, ValueError, KeyError) as error:
-                    log.warning("store entry %s (%s) failed verification, rebuilding: %s", key, name, error)
-                    self._discard(entry)
+            found = self._usable(entry, name)
+            if found is not None:
+                return found
             self._build(entry, name, inputs, build)
             self._verified.add(key)
             self._touch(entry)

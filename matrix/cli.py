@@ -1,11 +1,13 @@
 """`bootmatrix`: the main job and the maintenance commands.
 
-    bootmatrix run [MATRIX] [--cell ID] [--arch A]   boot cells, print the table, exit 1 if any failed
+    bootmatrix run [MATRIX] [--cell ID] [--arch A] [--locked]
+                                                      boot cells, print the table, exit 1 if any failed
     bootmatrix compare --firmware-set bookworm --firmware-set trixie [--repeat 3]
                                                       firmware regression check, exit 1 on a regression
     bootmatrix list [MATRIX]                          the cells of a matrix
     bootmatrix history [--cell ID] [--metric M]       trends of the metric history, PNG plots
-    bootmatrix lock                                   re-resolve the Debian packages and rewrite the lock
+    bootmatrix lock [--check]                         re-resolve the Debian packages and rewrite the lock
+                                                      (--check: report drift, write nothing)
     bootmatrix cache list | cache prune [--older-than DAYS | --all]
 """
 
@@ -28,14 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from harness.machine import Machine
-from images.debian.apt import PrivateApt
-from images.debian.lock import (
-    DEFAULT_SUITE,
-    FIRMWARE_SUITES,
-    lock_path,
-    resolve_firmware_lock,
-    resolve_lock,
-)
+from images.debian.apt import AptError
+from images.debian.download import pool as download_pool
+from images.debian.drift import PackageStatus, check_lock
+from images.debian.fetch import moved
+from images.debian.lock import FIRMWARE_SUITES, Indexes, LockError, Lockfile, lock_path, resolve_lock
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
@@ -107,6 +106,7 @@ def _run_cell(lab: Lab, cell: Cell, folder: Path, budget: CompileBudget | None =
         result="pass" if outcome.passed else "fail", reason=outcome.reason, milestones=record.milestones,
         accel=record.accel, accel_reason=record.accel_reason, qemu=f"{record.qemu} {record.qemu_version}",
         firmware_set=record.firmware_set, firmware_versions=record.firmware_versions, workdir=str(outcome.workdir),
+        packages=record.packages,
     )
     return row
 
@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = uuid.uuid4().hex
     folder = args.results / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
-    lab = Lab()
+    lab = Lab(locked=args.locked or None)
     rows = []
     started = time.monotonic()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -204,8 +204,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     breaches = [b for row in rows for b in _breaches(row)]
     for breach in breaches:
         out.print(f"[red]{breach}[/]")
+    drift = [str(m) for m in lab.drift()]
+    for line in drift:
+        out.print(f"[yellow]not the locked version (re-resolved: the locked file is gone): {line}[/]")
     summary = {"run": run, "cells": rows, "seconds": round(time.monotonic() - started, 1),
-               "history": str(history.path) if history else None}
+               "history": str(history.path) if history else None, "package_drift": drift}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (folder / "junit.xml").write_text(junit_xml("bootmatrix run", rows))
     out.print(f"Report: {folder} (summary.json, junit.xml, <cell>/console.log, argv.txt, timeline.svg)")
@@ -246,7 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baseline_set, candidate_set = args.firmware_set
     cells = [c for c in _cells(args) if needs_firmware_set(c)]
     folder = args.results / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
-    lab = Lab()
+    lab = Lab(locked=args.locked or None)
     table = Table("cell", baseline_set, candidate_set, f"{baseline_set} fw s", f"{candidate_set} fw s", "ratio",
                   f"{baseline_set} ready s", f"{candidate_set} ready s", "verdict",
                   title=f"firmware {baseline_set} vs {candidate_set}: medians of {args.repeat} boots; "
@@ -278,15 +281,59 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    """Re-resolve the lock files (or, with --check, report their drift and write nothing)."""
     store = Store()
     mirror = find_mirror()
-    for suite in FIRMWARE_SUITES:
-        apt = PrivateApt(store.root / "apt" / suite, mirror, suite)
+    worst = 0
+    for suite in args.suite or FIRMWARE_SUITES:
         path = lock_path(suite)
-        lock = resolve_lock(apt, path) if suite == DEFAULT_SUITE else resolve_firmware_lock(apt, path)
-        lock.write()
-        out.print(f"wrote {path}: " + ", ".join(f"{k} ({len(v)})" for k, v in sorted(lock.sets.items())))
-    return 0
+        index = Indexes(store.root / "apt", mirror, suite)
+        try:
+            previous: Lockfile | None = Lockfile.load(path)
+        except LockError:
+            previous = None
+        if args.check:
+            if previous is None:
+                out.print(f"[red]{path} is missing or malformed[/]")
+                worst = max(worst, 1)
+                continue
+            worst = max(worst, _print_check(path, check_lock(previous, index, download_pool())))
+            continue
+        resolution = resolve_lock(index, path, previous)
+        for name, why in resolution.kept.items():
+            out.print(f"[yellow]kept the locked {name} as it was: {why}[/]")
+        if previous is not None:
+            for name, packages in sorted(resolution.lock.sets.items()):
+                for change in moved(name, previous.sets.get(name, []), packages):
+                    out.print(f"{name}: {change}")
+        resolution.lock.write()
+        out.print(f"wrote {path}: " + ", ".join(f"{k} ({len(v)})" for k, v in sorted(resolution.lock.sets.items())))
+    return worst
+
+
+def _print_check(path: Path, statuses: list[PackageStatus]) -> int:
+    """The drift table of one lock; 1 when a locked file is gone (a default run would re-resolve)."""
+    table = Table("set", "package", "locked", "index now", "status", "pool file",
+                  title=f"{path.name} against the mirror")
+    notes: dict[str, str] = {}
+    for status in statuses:
+        if status.status == "current":
+            continue
+        colour = {"gone": "red", "superseded": "yellow", "new": "cyan"}.get(status.status, "magenta")
+        locked = "-" if status.status == "new" else status.package.version
+        table.add_row(status.set_name, f"{status.package.name}:{status.package.arch}", locked,
+                      status.index_version or "-", f"[{colour}]{status.status}[/]",
+                      f"HTTP {status.pool_http}" if status.pool_http is not None else "")
+        if status.note:
+            notes.setdefault(status.note, status.set_name)
+    kinds = ("current", "superseded", "gone", "unknown", "new")
+    counts = {kind: sum(s.status == kind for s in statuses) for kind in kinds}
+    if table.row_count:
+        out.print(table)
+    for note in notes:
+        out.print(f"[magenta]{note}[/]")
+    out.print(f"{path.name}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    return 1 if counts["gone"] else 0
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -323,6 +370,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--history", type=Path, default=None, help="SQLite metric history (default: user data dir)")
     run.add_argument("--no-history", action="store_true", help="neither record metrics nor check gates")
     run.add_argument("--no-gates", action="store_true", help="record metrics but check no gate")
+    for command in (run, compare := sub.add_parser(
+            "compare", help="boot the firmware cells with two firmware sets, side by side")):
+        command.add_argument(
+            "--locked", action="store_true",
+            help="a locked package gone from the mirror is an error, not re-resolved (also BOOTMATRIX_LOCKED=1)")
     history = sub.add_parser("history", help="trends of the metric history, and plots")
     history.add_argument("--history", type=Path, default=None)
     history.add_argument("--cell", default=None)
@@ -330,7 +382,6 @@ def parser() -> argparse.ArgumentParser:
     history.add_argument("--last", type=int, default=20, help="values per series in the table")
     history.add_argument("--plots", type=Path, default=Path("results/history"), help="where PNG plots go")
     history.set_defaults(func=cmd_history)
-    compare = sub.add_parser("compare", help="boot the firmware cells with two firmware sets, side by side")
     compare.add_argument("matrix", nargs="?", type=Path, default=DEFAULT_MATRIX)
     compare.add_argument("--firmware-set", action="append", default=[], choices=list(FIRMWARE_SETS),
                          help="twice: the baseline, then the candidate")
@@ -340,6 +391,9 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--results", type=Path, default=Path("results"))
     compare.set_defaults(func=cmd_compare)
     lock = sub.add_parser("lock", help="re-resolve the Debian packages of every suite and rewrite the lock files")
+    lock.add_argument("--check", action="store_true",
+                      help="report drift (superseded, gone, unknown) without writing; exit 1 if a file is gone")
+    lock.add_argument("--suite", action="append", default=[], choices=list(FIRMWARE_SUITES))
     lock.set_defaults(func=cmd_lock)
     cache = sub.add_parser("cache")
     cache.add_argument("action", choices=["list", "prune"])
@@ -354,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(args.func(args))
-    except (MatrixError, MirrorNotFound) as error:
+    except (MatrixError, MirrorNotFound, AptError, LockError) as error:
         out.print(f"[red]error:[/] {error}")
         return 2
 

@@ -20,8 +20,17 @@ from harness.qemu import QemuInstall, QemuNotFound
 from harness.spec import MachineSpec, machine_args, pflash_args
 from harness.timeline import Timeline
 from harness.timeouts import scaled
-from images.debian.fetch import DebianFetcher, FetchError
-from images.debian.lock import LockError, Lockfile, lock_path
+from images.debian.fetch import DebianFetcher, FetchError, Moved
+from images.debian.lock import (
+    LockError,
+    Lockfile,
+    busybox_set,
+    go_set,
+    kernel_set,
+    lock_path,
+    qemu_set,
+    shell_set,
+)
 from images.debian.mirror import MirrorNotFound
 from images.recipes.firmware import FirmwareMissing, FirmwareSet, firmware_set
 from images.recipes.gosource import GoSourceImage, build_go_root, build_gosource_image, build_programs, build_stage1
@@ -51,6 +60,10 @@ class BootRecord:
     firmware_set: str | None
     firmware_versions: dict[str, str]
     milestones: dict[str, float] = field(default_factory=dict)  # seconds since QEMU started
+    # The Debian packages this boot used (kernel, busybox, QEMU, ... : name -> version), and any that
+    # differ from the lock because locked files were gone and their set was re-resolved ("old -> new").
+    packages: dict[str, str] = field(default_factory=dict)
+    package_drift: list[str] = field(default_factory=list)
 
     @property
     def time_to_ready(self) -> float | None:
@@ -66,8 +79,11 @@ class BootOutcome:
 
 
 class Lab:
-    def __init__(self, store: Store | None = None):
+    def __init__(self, store: Store | None = None, locked: bool | None = None):
+        """`locked`: a locked package that is gone from the mirror is an error (LockDrift), instead of
+        re-resolving its set; None reads BOOTMATRIX_LOCKED."""
         self.store = store or Store()
+        self.locked = locked
         self._fetchers: dict[str, DebianFetcher] = {}
         self._qemu: dict[str, QemuInstall] = {}
         self._images: dict[str, MinimalImage] = {}
@@ -78,7 +94,8 @@ class Lab:
     def fetcher(self, suite: str = DEFAULT_FIRMWARE_SET) -> DebianFetcher:
         if suite not in self._fetchers:
             try:
-                self._fetchers[suite] = DebianFetcher(self.store.root, Lockfile.load(lock_path(suite)))
+                lock = Lockfile.load(lock_path(suite))
+                self._fetchers[suite] = DebianFetcher(self.store.root, lock, locked=self.locked)
             except LockError as error:
                 raise Unavailable(str(error)) from error
         return self._fetchers[suite]
@@ -180,9 +197,27 @@ class Lab:
             cell.id, accel, why, qemu.name, qemu.version(cell.arch),
             firmware.suite if firmware else None, dict(firmware.versions) if firmware else {},
         )
+        record.packages = self.package_versions(cell)
+        record.package_drift = [str(m) for m in self.drift()]
         marker = self.image(cell.arch, cell.image).ready_marker
         timeline = Timeline([*TIMELINE_PHASES, ("init", marker)])
         return Machine(spec, qemu, workdir, name=name, timeline=timeline), record
+
+    def package_versions(self, cell: Cell) -> dict[str, str]:
+        """name -> version of the Debian packages a cell boots with (QEMU's own programs, not its
+        library closure), as really used: the lock's, or the re-resolved ones after drift."""
+        fetcher = self.fetcher()
+        sets = [kernel_set(cell.arch), busybox_set(cell.arch)]
+        if cell.image == "gosource":
+            sets += [go_set(cell.arch), shell_set(cell.arch)]
+        versions = {p.name: p.version for name in sets for p in fetcher.packages(name)}
+        if cell.qemu == "pinned":
+            versions |= {p.name: p.version for p in fetcher.packages(qemu_set()) if p.name.startswith("qemu-system")}
+        return dict(sorted(versions.items()))
+
+    def drift(self) -> list[Moved]:
+        """Every package used instead of a locked one in this process (empty when the lock held)."""
+        return [m for fetcher in self._fetchers.values() for m in fetcher.drift]
 
     def boot_budget(self, cell: Cell, accel: str) -> float:
         return scaled(BOOT_BUDGET_TCG, cell.arch, accel)

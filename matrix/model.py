@@ -178,8 +178,13 @@ def _format(path: Path, error: ValidationError, prefix: str = "") -> str:
 
 
 def matches(cell: Cell, filters: Mapping[str, object]) -> bool:
-    """Whether the cell's fields equal the filters (a list or tuple value means any of them)."""
+    """Whether the cell's fields equal the filters (a list or tuple value means any of them); the filter
+    `where` is a predicate on the whole cell."""
     for key, wanted in filters.items():
+        if key == "where":
+            if not callable(wanted) or not wanted(cell):
+                return False
+            continue
         value = getattr(cell, key)
         if isinstance(wanted, list | tuple | set) and value not in wanted:
             return False

@@ -5,8 +5,9 @@
   starts it. Every machine gets a work folder under the results folder that keeps its console
   transcript, QEMU argv, QMP events and boot record; all machines are stopped at the end of the test.
 - Images come from the session-wide Lab, whose store builds each one once across xdist workers.
-- A cell that cannot run here (no QEMU binary, packages unreachable) is skipped with the reason, or
-  fails under --bootmatrix-strict.
+- A cell that cannot run here (no QEMU binary, packages unreachable) is an error naming the reason;
+  BOOTMATRIX_STRICT=0 (or --bootmatrix-no-strict) makes it a skip instead. Strict mode is also locked:
+  a locked Debian package gone from the mirror fails instead of being re-resolved.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -54,13 +56,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="SQLite metric history (default: BOOTMATRIX_HISTORY or the user data dir)")
     group.addoption("--bootmatrix-no-history", action="store_true", default=False, help="record no metrics")
     group.addoption(
-        "--bootmatrix-strict", action="store_true", default=False,
-        help=f"a cell that cannot run here is an error, not a skip (also: {STRICT_ENV}=1)",
+        "--bootmatrix-strict", action="store_true", default=None,
+        help="a cell that cannot run here is an error (the default), and the lock must hold",
+    )
+    group.addoption(
+        "--bootmatrix-no-strict", dest="bootmatrix_strict", action="store_false",
+        help=f"opt out: a cell that cannot run here is skipped with the reason (also: {STRICT_ENV}=0), and "
+        "a locked package gone from the mirror is re-resolved with a warning",
+    )
+    group.addoption(
+        "--bootmatrix-locked", action="store_true", default=False,
+        help="a locked Debian package gone from the mirror is an error (implied by strict mode)",
     )
 
 
 def strict(config: pytest.Config) -> bool:
-    return bool(config.getoption("--bootmatrix-strict")) or os.environ.get(STRICT_ENV) == "1"
+    """Strict unless the user opts out with --bootmatrix-no-strict or BOOTMATRIX_STRICT=0."""
+    option = config.getoption("bootmatrix_strict")
+    if option is not None:
+        return bool(option)
+    return os.environ.get(STRICT_ENV, "1") != "0"
+
+
+def locked(config: pytest.Config) -> bool | None:
+    """Locked in strict mode or when asked; otherwise BOOTMATRIX_LOCKED decides (None)."""
+    return True if strict(config) or config.getoption("--bootmatrix-locked") else None
+
+
+def cannot_run(config: pytest.Config, reason: str) -> NoReturn:
+    """What cannot run here: an error naming the reason, or a skip where the user opted out."""
+    if strict(config):
+        pytest.fail(f"{reason} (BOOTMATRIX_STRICT=0 makes this a skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 def selected_cells(config: pytest.Config) -> list[Cell]:
@@ -80,7 +107,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "bootmatrix_cells(**filters): run a `cell` test only for cells whose fields match "
-        "(a list means any of its values), e.g. bootmatrix_cells(media='direct', arch=['riscv64'])",
+        "(a list means any of its values; where=predicate(cell)), e.g. "
+        "bootmatrix_cells(media='direct', arch=['riscv64'])",
+    )
+    config.addinivalue_line(
+        "markers",
+        "bootmatrix_option(name): collect the test only when this command-line option is given (it is "
+        "deselected otherwise, not skipped), e.g. bootmatrix_option('--bootmatrix-baseline-set')",
     )
 
 
@@ -92,7 +125,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("cell", cells, ids=[c.id for c in cells])
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
+    for item in items:
+        options = [m.args[0] for m in item.iter_markers("bootmatrix_option")]
+        (wanted if all(config.getoption(o) for o in options) else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = wanted
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "vm" in fixtures or "bootmatrix_vms" in fixtures:
@@ -140,8 +181,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def bootmatrix_lab() -> Lab:
-    return Lab()
+def bootmatrix_lab(request: pytest.FixtureRequest) -> Lab:
+    return Lab(locked=locked(request.config))
 
 
 @pytest.fixture(scope="session")
@@ -239,9 +280,7 @@ def bootmatrix_vms(
         try:
             machine, record = bootmatrix_lab.machine(cell, test_dir / name, name, nics)
         except Unavailable as error:
-            if strict(request.config):
-                pytest.fail(f"{cell.id} cannot run here: {error}", pytrace=False)
-            pytest.skip(f"{cell.id} cannot run here: {error}")
+            cannot_run(request.config, f"{cell.id} cannot run here: {error}")
         if customize is not None:
             machine.spec = customize(machine.spec)
         guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel))

@@ -3,6 +3,10 @@
 Everything apt reads or writes (sources, lists, caches, the dpkg status) is redirected into one folder
 of the bootmatrix cache. The dpkg status is empty, so dependency closures are resolved as for an empty
 root: that is what we want for a QEMU extracted into its own prefix.
+
+apt is used only to resolve (`bootmatrix lock`, or a locked file that is really gone): downloads of
+locked packages go straight to their pool paths (images/debian/download.py). Each Debian arch has its
+own state folder, so an index that is broken for one arch (a mirror mid-sync) stops only what needs it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,32 @@ DEBIAN_ARCHES = ("amd64", "arm64", "riscv64")
 
 class AptError(Exception):
     pass
+
+
+class IndexUnusable(AptError):
+    """The mirror's index for one arch cannot be used now (size or hash disagrees with Release, a file
+    missing): what needs that index fails with this, everything else goes on."""
+
+
+INDEX_FILE = re.compile(r"(?:Failed to fetch|Err:\d+)\s+(\S+/dists/\S+?/(?:binary-(\S+?)/)?\S+)")
+
+
+def index_error(stderr: str, arches: tuple[str, ...], suite: str) -> str:
+    """One sentence naming the index file, its arch and the likely cause, from `apt-get update`'s words."""
+    found = INDEX_FILE.search(stderr)
+    file = found.group(1) if found else f"an index file of {suite}"
+    arch = (found.group(2) if found else None) or "/".join(arches)
+    lowered = stderr.lower()
+    if "mirror sync in progress" in lowered or "unexpected size" in lowered or "hash sum mismatch" in lowered:
+        cause = ("mirror sync in progress (the file disagrees with Release): try again later or set "
+                 "BOOTMATRIX_DEBIAN_MIRROR")
+    elif "signature" in lowered or "no_pubkey" in lowered or "not signed" in lowered:
+        cause = "the Release signature does not verify against the keyring (BOOTMATRIX_DEBIAN_KEYRING)"
+    elif "404" in lowered:
+        cause = "the mirror does not have it (wrong suite, or a mirror that lacks this arch)"
+    else:
+        cause = "the mirror could not be read: check the network or set BOOTMATRIX_DEBIAN_MIRROR"
+    return f"the {suite} index {file} for {arch} is unusable: {cause}"
 
 
 @dataclass(frozen=True)
@@ -87,12 +117,13 @@ class PrivateApt:
                 args += ["-o", "APT::Architectures::=" + arch]
         return args
 
-    def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+    def _run(self, tool: str, *args: str, cwd: Path | None = None, check_stderr: bool = False) -> str:
         argv = [tool, *self._options(), *args]
         result = subprocess.run(
             argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}, check=False
         )
-        if result.returncode != 0:
+        failed_fetch = check_stderr and re.search(r"^(W|E): Failed to fetch", result.stderr, re.MULTILINE)
+        if result.returncode != 0 or failed_fetch:
             raise AptError(
                 f"{tool} {' '.join(args)} failed ({result.returncode}) against {self.mirror.uri} "
                 f"{self.suite} (mirror from {self.mirror.origin}):\n{result.stderr.strip()[-2000:]}"
@@ -103,13 +134,13 @@ class PrivateApt:
         return any((self.dir / "var/lib/apt/lists").glob("*_Packages*"))
 
     def update(self) -> None:
+        """Fetch the index; IndexUnusable (naming the file, arch and likely cause) when it cannot be used.
+        apt-get update exits 0 on some fetch errors ('W: Failed to fetch'), so its words are read too."""
         with self._lock:
-            self._run("apt-get", "update")
-
-    def ensure_lists(self) -> None:
-        with self._lock:
-            if not self.has_lists():
-                self._run("apt-get", "update")
+            try:
+                self._run("apt-get", "update", check_stderr=True)
+            except AptError as error:
+                raise IndexUnusable(f"{index_error(str(error), self.arches, self.suite)}\n{error}") from error
 
     def closure(self, packages: list[str]) -> list[PackageRef]:
         """Every package apt would install into an empty root for `packages` (no recommends)."""
@@ -150,6 +181,3 @@ class PrivateApt:
             raise AptError(f"{package}:{arch} has no candidate in {self.suite}")
         return PackageRef(package, arch, match.group(1))
 
-    def download(self, refs: list[PackageRef], dest: Path) -> None:
-        with self._lock:
-            self._run("apt-get", "download", *[r.spec for r in refs], cwd=dest)

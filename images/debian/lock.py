@@ -1,17 +1,21 @@
-"""The lock file: exactly which Debian packages (name, arch, version, sha256) the default images use.
+"""The lock file: exactly which Debian packages (name, arch, version, sha256, size, pool path) the
+default images use.
 
-`bootmatrix lock` resolves the package sets below against the mirror and rewrites the file; every
-download is verified against it, so a build is reproducible and a tampered or changed package is refused.
+`bootmatrix lock` resolves the package sets below against the mirror's index and rewrites the file;
+every download goes to the locked pool path and is verified against the locked size and sha256, so a
+build is reproducible, a tampered or changed package is refused, and a valid lock needs no index.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from images.debian.apt import AptError, PackageRef, PrivateApt, host_debian_arch
+from images.debian.apt import AptError, IndexUnusable, PackageRef, PrivateApt, host_debian_arch
+from images.debian.mirror import Mirror
 
 DEFAULT_SUITE = "trixie"
 # Firmware sets: the default one, and an older one kept for side-by-side regression comparisons.
@@ -71,6 +75,7 @@ class LockedPackage:
     version: str
     sha256: str
     size: int
+    filename: str  # the pool path below the mirror root (the index's Filename): enough to fetch it directly
 
     @property
     def ref(self) -> PackageRef:
@@ -103,7 +108,7 @@ class Lockfile:
             return cls(data["suite"], sets, path)
         except FileNotFoundError:
             raise LockError(f"lock file {path} is missing: run `bootmatrix lock`") from None
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
             raise LockError(f"lock file {path} is malformed ({error}): run `bootmatrix lock`") from None
 
     def packages(self, set_name: str) -> list[LockedPackage]:
@@ -125,59 +130,149 @@ class Lockfile:
         self.path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
-def _locked(apt: PrivateApt, refs: list[PackageRef]) -> list[LockedPackage]:
-    described = apt.show(refs)
-    locked = []
-    for ref in refs:
-        fields = described.get(ref) or described.get(PackageRef(ref.name, "all", ref.version))
-        if fields is None:
-            raise LockError(f"apt-cache show did not describe {ref.spec}")
-        arch = fields["Architecture"]
-        locked.append(LockedPackage(ref.name, arch, ref.version, fields["SHA256"], int(fields["Size"])))
-    return locked
+class Indexes:
+    """The mirror's current index, one private apt per Debian arch, each updated once when first needed.
+    A broken index (IndexUnusable) stops only the sets that need that arch."""
+
+    def __init__(self, state_root: Path, mirror: Mirror, suite: str):
+        self.state_root = state_root
+        self.mirror = mirror
+        self.suite = suite
+        self.host = host_debian_arch()
+        self._apts: dict[str, PrivateApt] = {}
+        self._broken: dict[str, IndexUnusable] = {}
+
+    def apt(self, arch: str) -> PrivateApt:
+        arch = self.host if arch == "all" else arch
+        if arch in self._broken:
+            raise self._broken[arch]
+        if arch not in self._apts:
+            apt = PrivateApt(self.state_root / self.suite / arch, self.mirror, self.suite, (arch,))
+            try:
+                apt.update()
+            except IndexUnusable as error:
+                self._broken[arch] = error
+                raise
+            self._apts[arch] = apt
+        return self._apts[arch]
+
+    def locked(self, refs: list[PackageRef]) -> list[LockedPackage]:
+        """Lock entries (with sha256, size and pool path from the signed index) for `refs`, in order."""
+        by_arch: dict[str, list[PackageRef]] = {}
+        for ref in refs:
+            by_arch.setdefault(ref.arch, []).append(ref)
+        described: dict[PackageRef, dict[str, str]] = {}
+        for arch, group in by_arch.items():
+            described |= self.apt(arch).show(group)
+        locked = []
+        for ref in refs:
+            fields = described.get(ref) or described.get(PackageRef(ref.name, "all", ref.version))
+            if fields is None:
+                raise LockError(f"the {self.suite} index does not describe {ref.spec}")
+            locked.append(LockedPackage(
+                ref.name, fields["Architecture"], ref.version, fields["SHA256"], int(fields["Size"]), fields["Filename"]
+            ))
+        return locked
+
+    def candidate(self, name: str, arch: str) -> PackageRef:
+        return self.apt(arch).candidate(name, arch)
+
+    def candidates(self, names: list[str], arch: str) -> list[PackageRef]:
+        return [self.candidate(name, arch) for name in names]
 
 
-def _firmware(apt: PrivateApt) -> list[LockedPackage]:
+SetResolver = Callable[[Indexes], list[LockedPackage]]
+
+
+def _kernel(guest_arch: str) -> SetResolver:
+    def resolve(index: Indexes) -> list[LockedPackage]:
+        deb_arch = GUEST_DEBIAN_ARCH[guest_arch]
+        meta = f"{KERNEL_METAPACKAGE[guest_arch]}:{deb_arch}"
+        concrete = [d for d in index.apt(deb_arch).depends(meta) if d.startswith("linux-image-")]
+        if not concrete:
+            raise LockError(f"{meta} depends on no linux-image package")
+        return index.locked([index.candidate(concrete[0].split(":")[0], deb_arch)])
+
+    return resolve
+
+
+def _named(names: tuple[str, ...], arch: str) -> SetResolver:
+    return lambda index: index.locked(index.candidates(list(names), arch))
+
+
+def _qemu(index: Indexes) -> list[LockedPackage]:
+    host = index.host
+    closure = index.apt(host).closure([f"{p}:{host}" for p in QEMU_PACKAGES])
+    return index.locked(sorted(closure, key=lambda r: (r.name, r.arch)))
+
+
+def _firmware(index: Indexes) -> list[LockedPackage]:
     refs = []
     for package in FIRMWARE_PACKAGES:
         try:
-            refs.append(apt.candidate(package, apt.native))
+            refs.append(index.candidate(package, index.host))
+        except IndexUnusable:
+            raise
         except AptError:
-            continue
-    return _locked(apt, refs)
+            continue  # this suite lacks it (bookworm: no qemu-efi-riscv64)
+    return index.locked(refs)
 
 
-def resolve_firmware_lock(apt: PrivateApt, path: Path) -> Lockfile:
-    """A firmware-only lock, for the older firmware sets."""
-    apt.update()
-    return Lockfile(apt.suite, {FIRMWARE_SET: _firmware(apt)}, path)
+def _stick_tools(index: Indexes) -> list[LockedPackage]:
+    refs = index.candidates(["syslinux", "syslinux-common"], index.host)
+    refs += [index.candidate("systemd-boot-efi", arch) for arch in GUEST_DEBIAN_ARCH.values()]
+    return index.locked(refs)
 
 
-def resolve_shell_sets(apt: PrivateApt) -> dict[str, list[LockedPackage]]:
-    return {shell_set(guest_arch): _locked(apt, [apt.candidate(name, deb_arch) for name in SHELL_PACKAGES])
-            for guest_arch, deb_arch in GUEST_DEBIAN_ARCH.items()}
+def set_resolvers(suite: str) -> dict[str, SetResolver]:
+    """How each package set of `suite` is resolved against the current index, by set name."""
+    if suite != DEFAULT_SUITE:
+        return {FIRMWARE_SET: _firmware}
+    resolvers: dict[str, SetResolver] = {}
+    for guest_arch, deb_arch in GUEST_DEBIAN_ARCH.items():
+        resolvers[kernel_set(guest_arch)] = _kernel(guest_arch)
+        resolvers[busybox_set(guest_arch)] = _named(("busybox-static",), deb_arch)
+        resolvers[go_set(guest_arch)] = _named((f"golang-{GO_VERSION}-go",), deb_arch)
+        resolvers[shell_set(guest_arch)] = _named(SHELL_PACKAGES, deb_arch)
+    resolvers[qemu_set()] = _qemu
+    resolvers[FIRMWARE_SET] = _firmware
+    resolvers[STICK_TOOLS_SET] = _stick_tools
+    resolvers[GO_SRC_SET] = _named((f"golang-{GO_VERSION}-src",), host_debian_arch())
+    return resolvers
 
 
-def resolve_lock(apt: PrivateApt, path: Path = DEFAULT_LOCK) -> Lockfile:
-    """Resolve every package set against the mirror's current index."""
-    apt.update()
+def same_names(packages: list[LockedPackage]) -> SetResolver:
+    """For a set no resolver knows (a user's own): the current version of each package it names."""
+    return lambda index: index.locked([index.candidate(p.name, p.arch if p.arch != "all" else index.host)
+                                       for p in packages])
+
+
+def resolve_set(index: Indexes, set_name: str, current: list[LockedPackage] | None = None) -> list[LockedPackage]:
+    resolver = set_resolvers(index.suite).get(set_name)
+    if resolver is None:
+        if current is None:
+            raise LockError(f"no resolver for package set {set_name!r}")
+        resolver = same_names(current)
+    return resolver(index)
+
+
+@dataclass
+class Resolution:
+    lock: Lockfile
+    kept: dict[str, str]  # set name -> why its old entries were kept
+
+
+def resolve_lock(index: Indexes, path: Path, previous: Lockfile | None = None) -> Resolution:
+    """Resolve every set of the suite against the current index. A set whose index is unusable keeps its
+    entries from `previous` (when there are some), so one arch's broken index does not block the rest."""
     sets: dict[str, list[LockedPackage]] = {}
-    for guest_arch, deb_arch in GUEST_DEBIAN_ARCH.items():
-        meta = f"{KERNEL_METAPACKAGE[guest_arch]}:{deb_arch}"
-        concrete = [d for d in apt.depends(meta) if d.startswith("linux-image-")]
-        if not concrete:
-            raise LockError(f"{meta} depends on no linux-image package")
-        sets[kernel_set(guest_arch)] = _locked(apt, [apt.candidate(concrete[0].split(":")[0], deb_arch)])
-        sets[busybox_set(guest_arch)] = _locked(apt, [apt.candidate("busybox-static", deb_arch)])
-    host = host_debian_arch()
-    closure = apt.closure([f"{p}:{host}" for p in QEMU_PACKAGES])
-    sets[qemu_set(host)] = _locked(apt, sorted(closure, key=lambda r: (r.name, r.arch)))
-    sets[FIRMWARE_SET] = _firmware(apt)
-    tools = [apt.candidate("syslinux", host), apt.candidate("syslinux-common", host)]
-    tools += [apt.candidate("systemd-boot-efi", arch) for arch in GUEST_DEBIAN_ARCH.values()]
-    sets[STICK_TOOLS_SET] = _locked(apt, tools)
-    for guest_arch, deb_arch in GUEST_DEBIAN_ARCH.items():
-        sets[go_set(guest_arch)] = _locked(apt, [apt.candidate(f"golang-{GO_VERSION}-go", deb_arch)])
-    sets[GO_SRC_SET] = _locked(apt, [apt.candidate(f"golang-{GO_VERSION}-src", host)])
-    sets.update(resolve_shell_sets(apt))
-    return Lockfile(apt.suite, sets, path)
+    kept: dict[str, str] = {}
+    for name, resolver in set_resolvers(index.suite).items():
+        try:
+            sets[name] = resolver(index)
+        except IndexUnusable as error:
+            if previous is None or name not in previous.sets:
+                raise
+            sets[name] = previous.sets[name]
+            kept[name] = str(error).splitlines()[0]
+    return Resolution(Lockfile(index.suite, sets, path), kept)

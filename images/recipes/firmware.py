@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from images.debian.extract import extract_deb
-from images.debian.fetch import DebianFetcher
+from images.debian.fetch import DebianFetcher, Debs, built_from
 from images.debian.lock import FIRMWARE_SET
 from images.store import Store
 
@@ -85,12 +85,16 @@ class FirmwareSet:
 
 
 def firmware_set(store: Store, fetcher: DebianFetcher) -> FirmwareSet:
-    debs = fetcher.fetch_set(FIRMWARE_SET)
-    inputs = {"recipe_version": RECIPE_VERSION, "suite": fetcher.lock.suite, "debs": sorted(p.sha256 for p, _ in debs)}
+    suite = fetcher.lock.suite
 
-    def build(content: Path) -> None:
-        for _, deb in debs:
+    def build(content: Path, debs: Debs) -> None:
+        for _, deb in debs[FIRMWARE_SET]:
             extract_deb(deb, content, lambda p: p.startswith(("usr/share/", "usr/lib/")) and "/doc/" not in p)
 
-    root = store.get(f"firmware-{fetcher.lock.suite}", inputs, build)
-    return FirmwareSet(fetcher.lock.suite, root, {p.name: p.version for p, _ in debs})
+    root = built_from(
+        store, fetcher, f"firmware-{suite}", [FIRMWARE_SET],
+        inputs_of=lambda sets: {"recipe_version": RECIPE_VERSION, "suite": suite,
+                                "debs": sorted(p.sha256 for p in sets[FIRMWARE_SET])},
+        build=build,
+    )
+    return FirmwareSet(suite, root, {p.name: p.version for p in fetcher.packages(FIRMWARE_SET)})

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from images.debian.apt import host_debian_arch
 from images.debian.extract import extract_deb
-from images.debian.fetch import DebianFetcher
+from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import GO_SRC_SET, GO_VERSION, GUEST_DEBIAN_ARCH, STICK_TOOLS_SET, go_set, shell_set
 from images.recipes import stick as stick_module
 from images.recipes.minimal import MinimalImage, build_minimal
@@ -93,21 +93,25 @@ def go_environment(goroot: Path, goarch: str, cache: Path, home: Path) -> dict[s
 
 
 def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
-    toolchains = {arch: fetcher.fetch_set(go_set(arch))[0] for arch in GUEST_DEBIAN_ARCH}
-    (source_pkg, source_deb), = fetcher.fetch_set(GO_SRC_SET)
-    inputs = {
-        "recipe_version": RECIPE_VERSION,
-        "toolchains": {arch: package.sha256 for arch, (package, _) in sorted(toolchains.items())},
-        "source": source_pkg.sha256,
-        "tools": list(GO_TOOLS),
-        "warm": list(WARM_PACKAGES),
-        "go_tree_commands": GO_TREE_COMMANDS,
-        "env": BUILD_ENV,
-    }
+    go_sets = {arch: go_set(arch) for arch in GUEST_DEBIAN_ARCH}
+
+    def inputs(sets: Packages) -> dict[str, object]:
+        return {
+            "recipe_version": RECIPE_VERSION,
+            "toolchains": {arch: sets[name][0].sha256 for arch, name in sorted(go_sets.items())},
+            "source": sets[GO_SRC_SET][0].sha256,
+            "tools": list(GO_TOOLS),
+            "warm": list(WARM_PACKAGES),
+            "go_tree_commands": GO_TREE_COMMANDS,
+            "env": BUILD_ENV,
+        }
+
     lib = f"usr/lib/go-{GO_VERSION}"
     share = f"usr/share/go-{GO_VERSION}"
 
-    def build(content: Path) -> None:
+    def build(content: Path, debs: Debs) -> None:
+        toolchains = {arch: debs[name][0] for arch, name in go_sets.items()}
+        ((_, source_deb),) = debs[GO_SRC_SET]
         goroot = content / "go"
         with tempfile.TemporaryDirectory(prefix="bm-go-") as tmp:
             scratch = Path(tmp)
@@ -131,7 +135,8 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
             for guest_arch in sorted(toolchains):
                 _warm_cache(content, GUEST_DEBIAN_ARCH[guest_arch])
 
-    return GoRoot(store.get(f"go-root-{GO_VERSION}", inputs, build))
+    sets = [*go_sets.values(), GO_SRC_SET]
+    return GoRoot(built_from(store, fetcher, f"go-root-{GO_VERSION}", sets, inputs_of=inputs, build=build))
 
 
 def _stamp_sources(src: Path) -> None:
@@ -265,11 +270,11 @@ def _fat_safe(paths: list[str]) -> tuple[list[str], list[str]]:
     return kept, left_out
 
 
-def _shell_files(fetcher: DebianFetcher, scratch: Path) -> dict[str, Path]:
+def _shell_files(debs: Debs, scratch: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for guest_arch, goarch in GUEST_DEBIAN_ARCH.items():
         unpacked = scratch / f"shell-{goarch}"
-        for _, deb in fetcher.fetch_set(shell_set(guest_arch)):
+        for _, deb in debs[shell_set(guest_arch)]:
             extract_deb(deb, unpacked)
         triplet = TRIPLET[goarch]
         files[f"linux_{goarch}/bin/sh"] = unpacked / "usr/bin/dash"
@@ -332,28 +337,30 @@ class GoSourceImage:
 def build_gosource_image(
     store: Store, fetcher: DebianFetcher, go_root: GoRoot, programs: Path, stage1: dict[str, MinimalImage]
 ) -> GoSourceImage:
-    tool_debs = fetcher.fetch_set(STICK_TOOLS_SET)
-    shell_debs = {arch: [p.sha256 for p, _ in fetcher.fetch_set(shell_set(arch))] for arch in GUEST_DEBIAN_ARCH}
-    inputs = {
-        "recipe_version": RECIPE_VERSION,
-        "go_root": go_root.root.parent.name,
-        "programs": programs.parent.name,
-        "stage1": {arch: image.key for arch, image in sorted(stage1.items())},
-        "shell": shell_debs,
-        "tools": sorted(p.sha256 for p, _ in tool_debs),
-        "sources": sources_digest(),
-        "recipes": [hashlib.sha256(Path(m).read_bytes()).hexdigest() for m in (__file__, stick_module.__file__)],
-    }
+    shells = {arch: shell_set(arch) for arch in GUEST_DEBIAN_ARCH}
 
-    def build(content: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="bm-gosource-") as tmp, stick_tools(tool_debs) as tools:
-            files, left_out = root_files(go_root, programs, _shell_files(fetcher, Path(tmp)))
+    def inputs(sets: Packages) -> dict[str, object]:
+        return {
+            "recipe_version": RECIPE_VERSION,
+            "go_root": go_root.root.parent.name,
+            "programs": programs.parent.name,
+            "stage1": {arch: image.key for arch, image in sorted(stage1.items())},
+            "shell": {arch: [p.sha256 for p in sets[name]] for arch, name in shells.items()},
+            "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]),
+            "sources": sources_digest(),
+            "recipes": [hashlib.sha256(Path(m).read_bytes()).hexdigest() for m in (__file__, stick_module.__file__)],
+        }
+
+    def build(content: Path, debs: Debs) -> None:
+        with tempfile.TemporaryDirectory(prefix="bm-gosource-") as tmp, stick_tools(debs[STICK_TOOLS_SET]) as tools:
+            files, left_out = root_files(go_root, programs, _shell_files(debs, Path(tmp)))
             files.update(stick_files(stage1, tools, uefi_only=False))
             write_stick(content / "stick.img", files, tools, uefi_only=False, directories=MOUNT_POINTS)
             summary = {**census(files), "left_out": left_out}
             (content / "census.json").write_text(json.dumps(summary, indent=1) + "\n")
 
-    root = store.get("gosource-image", inputs, build)
+    sets = [STICK_TOOLS_SET, *shells.values()]
+    root = built_from(store, fetcher, "gosource-image", sets, inputs_of=inputs, build=build)
     return GoSourceImage(root / "stick.img", stage1, json.loads((root / "census.json").read_text()), root.parent.name)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from images.cpio import CpioArchive
 from images.debian.extract import extract_deb
-from images.debian.fetch import DebianFetcher
+from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import busybox_set, kernel_set
 from images.store import Store
 
@@ -101,20 +101,23 @@ def build_minimal(
     """The kernel and a busybox initramfs whose /init is `init` (the marker-printing shell by default;
     the mostly-source image passes its first stage, which mounts the VFAT root)."""
     modules = (*POWER_BUTTON_MODULES[arch], *VIRTIO_MODULES, *modules)
-    (kernel_pkg, kernel_deb), = fetcher.fetch_set(kernel_set(arch))
-    (busybox_pkg, busybox_deb), = fetcher.fetch_set(busybox_set(arch))
-    inputs = {
-        "recipe_version": RECIPE_VERSION,
-        "arch": arch,
-        "kernel": kernel_pkg.sha256,
-        "busybox": busybox_pkg.sha256,
-        "init": hashlib.sha256(init.read_bytes()).hexdigest(),
-        "udhcpc": hashlib.sha256(UDHCPC_SCRIPT.read_bytes()).hexdigest(),
-        "cpio_writer": hashlib.sha256((Path(__file__).parent.parent / "cpio.py").read_bytes()).hexdigest(),
-        "modules": list(modules),
-    }
+    kernel, busybox = kernel_set(arch), busybox_set(arch)
 
-    def build(content: Path) -> None:
+    def inputs(sets: Packages) -> dict[str, object]:
+        (kernel_pkg,), (busybox_pkg,) = sets[kernel], sets[busybox]
+        return {
+            "recipe_version": RECIPE_VERSION,
+            "arch": arch,
+            "kernel": kernel_pkg.sha256,
+            "busybox": busybox_pkg.sha256,
+            "init": hashlib.sha256(init.read_bytes()).hexdigest(),
+            "udhcpc": hashlib.sha256(UDHCPC_SCRIPT.read_bytes()).hexdigest(),
+            "cpio_writer": hashlib.sha256((Path(__file__).parent.parent / "cpio.py").read_bytes()).hexdigest(),
+            "modules": list(modules),
+        }
+
+    def build(content: Path, debs: Debs) -> None:
+        ((_, kernel_deb),), ((_, busybox_deb),) = debs[kernel], debs[busybox]
         with tempfile.TemporaryDirectory(prefix="bm-kernel-") as tmp:
             tree = Path(tmp)
             _kernel_files(kernel_deb, tree)
@@ -144,6 +147,6 @@ def build_minimal(
                 json.dumps({"arch": arch, "kernel_release": release, "modules": load_list}, indent=2) + "\n"
             )
 
-    root = store.get(f"{name}-{arch}", inputs, build)
+    root = built_from(store, fetcher, f"{name}-{arch}", [kernel, busybox], inputs_of=inputs, build=build)
     info = json.loads((root / "image.json").read_text())
     return MinimalImage(arch, root / "kernel", root / "initramfs.cpio", info["kernel_release"], key=root.parent.name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from images.debian.extract import extract_deb
-from images.debian.fetch import DebianFetcher
+from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import qemu_set
 from images.store import Store
 
@@ -22,11 +22,13 @@ def _wanted(path: str) -> bool:
 
 
 def pinned_qemu_prefix(store: Store, fetcher: DebianFetcher) -> Path:
-    debs = fetcher.fetch_set(qemu_set())
-    inputs = {"recipe_version": RECIPE_VERSION, "debs": sorted(p.sha256 for p, _ in debs)}
+    qemu = qemu_set()
 
-    def build(content: Path) -> None:
-        for _, deb in debs:
+    def build(content: Path, debs: Debs) -> None:
+        for _, deb in debs[qemu]:
             extract_deb(deb, content, _wanted)
 
-    return store.get("qemu-prefix", inputs, build)
+    def inputs(sets: Packages) -> dict[str, object]:
+        return {"recipe_version": RECIPE_VERSION, "debs": sorted(p.sha256 for p in sets[qemu])}
+
+    return built_from(store, fetcher, "qemu-prefix", [qemu], inputs_of=inputs, build=build)

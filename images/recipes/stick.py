@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from images.debian.extract import extract_deb
-from images.debian.fetch import DebianFetcher
+from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, LockedPackage
 from images.recipes.minimal import MinimalImage
 from images.store import Store
@@ -176,18 +176,18 @@ def stick_tools(tool_debs: list[tuple[LockedPackage, Path]]) -> Iterator[Path]:
 
 
 def build_stick(store: Store, fetcher: DebianFetcher, images: dict[str, MinimalImage], uefi_only: bool = False) -> Path:
-    tool_debs = fetcher.fetch_set(STICK_TOOLS_SET)
-    inputs = {
-        "recipe_version": RECIPE_VERSION,
-        "tools": sorted(p.sha256 for p, _ in tool_debs),
-        "images": {arch: image.key for arch, image in sorted(images.items())},
-        "uefi_only": uefi_only,
-        "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-    }
+    def inputs(sets: Packages) -> dict[str, object]:
+        return {
+            "recipe_version": RECIPE_VERSION,
+            "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]),
+            "images": {arch: image.key for arch, image in sorted(images.items())},
+            "uefi_only": uefi_only,
+            "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        }
 
-    def build(content: Path) -> None:
-        with stick_tools(tool_debs) as tools:
+    def build(content: Path, debs: Debs) -> None:
+        with stick_tools(debs[STICK_TOOLS_SET]) as tools:
             write_stick(content / "stick.img", stick_files(images, tools, uefi_only), tools, uefi_only)
 
     name = "stick-uefi-only" if uefi_only else "stick"
-    return store.get(name, inputs, build) / "stick.img"
+    return built_from(store, fetcher, name, [STICK_TOOLS_SET], inputs_of=inputs, build=build) / "stick.img"

@@ -17,6 +17,7 @@ from images.store import Store
 from matrix.lab import ARCHES, Lab, Unavailable
 from matrix.latency import judge_latency, measure_calls, wait_for_log
 from matrix.model import GOSOURCE_MATRIX, Cell, load_compile_budget, load_matrix
+from matrix.plugin import cannot_run
 
 pytestmark = pytest.mark.vm
 MAX_PROGRAMS_PER_ARCH = 15
@@ -33,11 +34,11 @@ def gosource_cell(arch: str, append: str = "") -> Cell:
 
 
 @pytest.fixture(scope="module")
-def image(bootmatrix_lab: Lab) -> GoSourceImage:
+def image(bootmatrix_lab: Lab, request: pytest.FixtureRequest) -> GoSourceImage:
     try:
         return bootmatrix_lab.gosource()
     except Unavailable as error:
-        pytest.skip(str(error))
+        cannot_run(request.config, f"the mostly-source image cannot be built here: {error}")
 
 
 def test_the_root_is_mostly_source(image: GoSourceImage, record_property) -> None:  # type: ignore[no-untyped-def]
