@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from arches import host_debian_arch
 from harness.deadline import Deadline
-from images.debian.apt import host_debian_arch
 from images.debian.fetch import share_downloads
 from images.recipes.gosource import BUILD_ENV, GUEST_GO, build_go_root, command_sources
 from images.store import Store

@@ -7,34 +7,43 @@
 2. when the caller gives one, a real kernel booted to its readiness marker. Measured on our CI hosts:
    the boot sector ran fine under KVM, but every Linux guest died with "KVM internal error" on a
    VEX-encoded (BMI2) instruction in the kernel's decompressor, so stage 1 alone would say yes wrongly.
-The verdict is cached per host fingerprint (kernel, CPU model, QEMU), so this runs once per host.
+The verdict is cached per host fingerprint (kernel, CPU model, QEMU), so this normally runs once per
+host; it is probed again when it is older than VERDICT_TTL, when /dev/kvm changed (appeared, vanished,
+another device number, owner or mode, or this user's access to it) or when the QEMU binary changed
+(path, size, mtime) even at the same version. `bootmatrix cache prune` removes cached verdicts too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from filelock import FileLock
 
+from arches import ARCHES, host_arch
 from harness.deadline import Deadline
 from harness.errors import MachineError
 from harness.hostinfo import host_facts
 from harness.machine import Machine
-from harness.qemu import QemuInstall
+from harness.qemu import QemuInstall, QemuNotFound
 from harness.spec import MachineSpec
 
+log = logging.getLogger(__name__)
 ACCEL_ENV = "BOOTMATRIX_ACCEL"  # force "tcg" or "kvm"
 PROBE_EXIT_CODE = (0x2A << 1) | 1
 PROBE_TIMEOUT = 15.0
-HOST_GUEST_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "riscv64"}.get(platform.machine(), "")
+VERDICT_TTL = 7 * 86400.0  # seconds a cached verdict is trusted (a kernel or firmware update may fix KVM)
+KVM_DEVICE = Path("/dev/kvm")
+HOST_GUEST_ARCH = host.name if (host := host_arch()) is not None else ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,51 @@ class AccelVerdict:
     reason: str
     probe_seconds: float
     fingerprint: str
+    probed_at: float = 0.0  # unix time of the probe
+    context: dict[str, str] = field(default_factory=dict)  # what the verdict depends on (verdict_context)
+
+
+def verdict_context(qemu: QemuInstall, device: Path | None = None) -> dict[str, str]:
+    """What must be unchanged for a cached verdict to hold: /dev/kvm as this user sees it, and the QEMU
+    binary itself."""
+    device = device or KVM_DEVICE
+    try:
+        info = device.stat()
+        kvm = (f"rdev={info.st_rdev} mode={info.st_mode:o} uid={info.st_uid} gid={info.st_gid} "
+               f"access={os.access(device, os.R_OK | os.W_OK)}")
+    except OSError as error:
+        kvm = f"missing ({error.strerror})"
+    try:
+        binary = qemu.binary("x86_64")
+        stat = binary.stat()
+        build = f"{binary} size={stat.st_size} mtime={stat.st_mtime_ns}"
+    except (OSError, QemuNotFound) as error:
+        build = f"unavailable ({error})"
+    return {"kvm_device": kvm, "qemu_binary": build}
+
+
+def still_valid(verdict: AccelVerdict, context: dict[str, str], now: float) -> str | None:
+    """None when the cached verdict holds; otherwise why it must be probed again."""
+    if now - verdict.probed_at > VERDICT_TTL:
+        return f"older than {VERDICT_TTL / 86400:.0f} days"
+    for key, value in context.items():
+        if verdict.context.get(key) != value:
+            return f"{key} changed: {verdict.context.get(key)!r} -> {value!r}"
+    return None
+
+
+def clear_verdicts(cache_dir: Path, older_than_days: float | None = None) -> list[Path]:
+    """Remove cached verdicts (all, or those probed more than `older_than_days` ago) and probe folders."""
+    removed: list[Path] = []
+    if not cache_dir.is_dir():
+        return removed
+    cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
+    for path in sorted(cache_dir.glob("kvm-*.json")):
+        if cutoff is None or path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            shutil.rmtree(path.with_name(path.stem + "-probe"), ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def probe_boot_sector() -> bytes:
@@ -76,7 +130,7 @@ def run_kvm_probe(qemu: QemuInstall, workdir: Path, kernel: ProbeKernel | None =
 
 def _kernel_probe(qemu: QemuInstall, workdir: Path, probe: ProbeKernel, fingerprint: str) -> AccelVerdict:
     spec = MachineSpec(
-        "x86_64", "q35", accel="kvm", memory_mib=256, kernel=probe.kernel, initrd=probe.initrd,
+        "x86_64", ARCHES["x86_64"].machine, accel="kvm", memory_mib=256, kernel=probe.kernel, initrd=probe.initrd,
         append=probe.append,
     )
     started = time.monotonic()
@@ -128,10 +182,19 @@ def kvm_verdict(qemu: QemuInstall, cache_dir: Path, kernel: ProbeKernel | None =
     fingerprint = host_fingerprint(qemu)
     key = hashlib.sha256(f"{fingerprint}|{kernel.identity if kernel else ''}".encode()).hexdigest()[:16]
     path = cache_dir / f"kvm-{key}.json"
+    context = verdict_context(qemu)
     with FileLock(str(path) + ".lock", timeout=300):
         if path.exists():
-            return AccelVerdict(**json.loads(path.read_text()))
+            try:
+                cached = AccelVerdict(**json.loads(path.read_text()))
+            except (TypeError, json.JSONDecodeError):
+                cached = None  # a verdict written by an older version: probe again
+            why = still_valid(cached, context, time.time()) if cached is not None else "unreadable"
+            if cached is not None and why is None:
+                return cached
+            log.warning("KVM verdict %s is stale (%s): probing again", path.name, why)
         verdict = run_kvm_probe(qemu, cache_dir / f"kvm-{key}-probe", kernel)
+        verdict = replace(verdict, probed_at=time.time(), context=context)
         path.write_text(json.dumps(asdict(verdict), indent=2) + "\n")
         return verdict
 

@@ -39,9 +39,10 @@ DEFAULT_BAD_PATTERNS: dict[str, str] = {
     "UEFI boot failure": r"BdsDxe: failed to load [^\n]*",
     "boot failure": r"Boot failed[^\n]*|No bootable device[^\n]*",
     "firmware error": r"## Error[^\n]*|Synchronous Exception[^\n]*|ASSERT_EFI_ERROR[^\n]*",
-    # An initramfs that cannot find its root (the bootmatrix first stage words it so; so does Debian's).
-    "root not found": r"bootmatrix: no VFAT partition holds[^\n]*|Gave up waiting for root[^\n]*",
 }
+# What an image's own words mean (its initramfs failing to find its root, say) is the image's to say:
+# Machine(bad_patterns=...) adds them, so a user's own image gets a harness that knows only the kernel's,
+# the firmware's and QEMU's failures.
 TAIL_CHARS = 4000
 # A kernel Oops or panic prints its backtrace after the line that names it; that is worth a second.
 TRACE_GRACE = 1.0
@@ -163,6 +164,13 @@ class Console:
 
     def tail(self) -> str:
         return self.history
+
+    def unreported_bad(self) -> str | None:
+        """A bad pattern in output that no wait has judged (what arrived after the last wait, QEMU's
+        last words included), as 'label: text', or None. For the check at teardown."""
+        self._drain()
+        found = self._first_bad(final=True)
+        return f"{found[1]} on the console: {found[2]}" if found else None
 
     # -- matching ------------------------------------------------------------------------------
     def _first_bad(self, final: bool = False) -> tuple[int, str, str] | None:

@@ -49,5 +49,10 @@ class GuestGone(GuestError):
     """QEMU exited (crashed, killed, or the guest powered off / reset under -no-reboot)."""
 
 
+class AbnormalShutdown(GuestError):
+    """QEMU had ended on its own before the harness stopped it (killed by a signal, a non-zero status, or
+    a guest panic under -no-reboot) and nothing had reported it: the test must not pass as if all was well."""
+
+
 class ConsoleTimeout(GuestError):
     """The deadline passed with QEMU alive and nothing bad seen: a hang."""

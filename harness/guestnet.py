@@ -3,6 +3,10 @@
 Uses only busybox-level tools (udhcpc, ip, wget, sha256sum, httpd), so it works on the minimal images
 and on any Linux guest that has them. Every failure carries the guest's own words (wget's error line,
 udhcpc's output), so a test fails with the reason rather than a timeout.
+
+Nothing here knows an image's own strings: how to get a lease is a command the image supplies
+(`dhcp_command`, busybox udhcpc with its default hook unless told), and the lease is read back from the
+kernel's view afterwards (`ip addr`, `ip route`, /etc/resolv.conf), not parsed from a hook's output.
 """
 
 from __future__ import annotations
@@ -20,15 +24,37 @@ class GuestNetError(MachineError):
     """A network operation failed inside the guest; the message is what the guest said."""
 
 
+DEFAULT_DHCP = "udhcpc -i {interface} -n -q -t 5 -T 2"  # busybox with its own default hook script
+LEASE_READBACK = ("ip -o -4 addr show dev {interface}; echo '#'; ip -4 route show default; echo '#'; "
+                  "cat /etc/resolv.conf 2>/dev/null")
+
+
 @dataclass(frozen=True)
 class Lease:
     interface: str
     address: str
     prefix: int
-    gateway: str
-    dns: str
-    lease_seconds: int
-    seconds: float  # host time from sending udhcpc to its answer
+    gateway: str  # "" when the server offered no router
+    dns: str  # the first name server, "" when none was offered
+    seconds: float  # host time from sending the DHCP command to its answer
+
+
+def parse_lease(interface: str, readback: str, seconds: float) -> Lease | None:
+    """A Lease from LEASE_READBACK's output, or None when the interface has no IPv4 address."""
+    sections = [""]
+    for line in readback.splitlines():
+        if line.strip() == "#":
+            sections.append("")
+        else:
+            sections[-1] += line + "\n"
+    addresses, routes, resolv = [*sections, "", ""][:3]
+    address = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/(\d+)", addresses)
+    if address is None:
+        return None
+    gateway = re.search(r"^default via (\S+)", routes, re.MULTILINE)
+    dns = re.search(r"^nameserver\s+(\S+)", resolv, re.MULTILINE)
+    return Lease(interface, address.group(1), int(address.group(2)), gateway.group(1) if gateway else "",
+                 dns.group(1) if dns else "", seconds)
 
 
 @dataclass(frozen=True)
@@ -44,27 +70,26 @@ class Fetched:
 
 
 class GuestNet:
-    def __init__(self, console: Console, budget: float, dhcp_script: str = "/etc/udhcpc.script"):
+    def __init__(self, console: Console, budget: float, dhcp_command: str = DEFAULT_DHCP):
         self.console = console
         self.budget = budget
-        self.dhcp_script = dhcp_script
+        self.dhcp_command = dhcp_command
 
     def _run(self, command: str, deadline: Deadline | None) -> tuple[str, int]:
         return self.console.run(command, deadline or Deadline.after(self.budget))
 
     def dhcp(self, interface: str = "eth0", deadline: Deadline | None = None) -> Lease:
         started = time.monotonic()
-        output, code = self._run(
-            f"udhcpc -i {interface} -n -q -t 5 -T 2 -s {self.dhcp_script} 2>&1", deadline
-        )
+        output, code = self._run(f"{self.dhcp_command.format(interface=interface)} 2>&1", deadline)
         elapsed = time.monotonic() - started
-        found = re.search(
-            r"BOOTMATRIX-LEASE interface=(\S+) ip=(\S+) mask=(\d+) router=(\S*) dns=(\S*) lease=(\d*)", output
-        )
-        if code != 0 or not found:
+        if code != 0:
             raise GuestNetError(f"DHCP on {interface} failed (exit {code}): {output.strip()[-500:]}")
-        name, address, prefix, gateway, dns, lease = found.groups()
-        return Lease(name, address, int(prefix), gateway, dns, int(lease or 0), elapsed)
+        readback, code = self._run(LEASE_READBACK.format(interface=interface), deadline)
+        lease = parse_lease(interface, readback, elapsed)
+        if code != 0 or lease is None:
+            raise GuestNetError(f"DHCP on {interface} reported success but {interface} has no IPv4 address: "
+                                f"{output.strip()[-300:]} / {readback.strip()[-300:]}")
+        return lease
 
     def set_address(self, address: str, prefix: int, interface: str = "eth0") -> None:
         output, code = self._run(

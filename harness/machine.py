@@ -15,6 +15,7 @@ import atexit
 import ctypes
 import dataclasses
 import json
+import logging
 import shlex
 import shutil
 import signal
@@ -27,14 +28,16 @@ from types import TracebackType
 
 from harness.console import Console
 from harness.deadline import Deadline
-from harness.errors import GuestGone, LaunchError, describe_exit
+from harness.errors import AbnormalShutdown, GuestGone, LaunchError, describe_exit
 from harness.net import parse_usernet
 from harness.qemu import QemuInstall
-from harness.qmp import QmpMonitor
+from harness.qmp import QMP_FAILURES, QmpMonitor
 from harness.spec import HarnessFds, MachineSpec, Pflash, build_argv, validate
 from harness.timeline import Timeline
 
+log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+KILL_WAIT = 10.0  # seconds for a SIGKILLed QEMU to be reaped
 _live: set[Machine] = set()
 _live_lock = threading.Lock()
 # Resolved once here: the child of fork() in a threaded process must not dlopen or allocate in C.
@@ -61,9 +64,12 @@ def live_machines() -> list[Machine]:
 
 class Machine:
     def __init__(
-        self, spec: MachineSpec, qemu: QemuInstall, workdir: Path, name: str = "vm", timeline: Timeline | None = None
+        self, spec: MachineSpec, qemu: QemuInstall, workdir: Path, name: str = "vm", timeline: Timeline | None = None,
+        *, bad_patterns: dict[str, str] | None = None,
     ):
+        """`bad_patterns` (label -> regex) are the image's own failure messages, added to the console's."""
         self.spec = spec
+        self.bad_patterns = dict(bad_patterns or {})
         self.timeline = timeline or Timeline([])
         self.qemu = qemu
         self.workdir = workdir
@@ -76,6 +82,8 @@ class Machine:
         self._sockets: list[socket.socket] = []
         self.qemu_version = ""
         self.stopped_by_us = False
+        self.death_reported = False
+        self.stopped = False
         workdir.mkdir(parents=True, exist_ok=True)
 
     # -- start ---------------------------------------------------------------------------------
@@ -97,6 +105,26 @@ class Machine:
         console_ours, console_theirs = socket.socketpair()
         qmp_ours, qmp_theirs = socket.socketpair()
         self._sockets = [console_ours, qmp_ours]
+        try:
+            self._launch(console_theirs, qmp_theirs, qmp_timeout)
+        except BaseException:
+            # Nothing leaks when Popen, the QMP handshake or anything between raises: sockets closed,
+            # QEMU (if it started) killed and waited for. The caller got the error: the end is reported.
+            self.death_reported = True
+            self.kill()
+            if self._qmp is not None:
+                self._qmp.close()
+            for sock in (*self._sockets, console_theirs, qmp_theirs):
+                sock.close()
+            self._sockets = []
+            raise
+        self._console = Console(console_ours.fileno(), self.workdir / "console.log", self.t0, self.death_reason)
+        self._console.bad_patterns.update(self.bad_patterns)
+        self._console.timelines.append(self.timeline)
+        return self
+
+    def _launch(self, console_theirs: socket.socket, qmp_theirs: socket.socket, qmp_timeout: float) -> None:
+        qmp_ours = self._sockets[1]
         pidfile = self.workdir / "qemu.pid"
         fds = HarnessFds(console_theirs.fileno(), qmp_theirs.fileno(), pidfile)
         command = self.qemu.command(self.spec.arch)
@@ -120,25 +148,18 @@ class Machine:
             raise LaunchError(f"could not start QEMU: {error}", self.argv, None, "") from error
         finally:
             output.close()
-            console_theirs.close()
+            console_theirs.close()  # QEMU holds them now: our copies would hide its exit (no EOF)
             qmp_theirs.close()
         with _live_lock:
             _live.add(self)
         self._qmp = QmpMonitor(qmp_ours, self.workdir / "qmp-events.jsonl", self.t0, self.name)
         try:
             self._qmp.connect(qmp_timeout)
-        except Exception as error:
-            self._wait_process(2.0)
-            self.kill()
-            self._qmp.close()
-            for sock in self._sockets:
-                sock.close()
+        except QMP_FAILURES as error:
+            self._wait_process(2.0)  # QEMU usually says why it quit: keep its status and words
             raise LaunchError(
                 f"QMP handshake failed: {error!r}", self.argv, self.returncode, self.output()
             ) from error
-        self._console = Console(console_ours.fileno(), self.workdir / "console.log", self.t0, self.death_reason)
-        self._console.timelines.append(self.timeline)
-        return self
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -162,12 +183,23 @@ class Machine:
         assert self.process is not None
         return self.process.pid
 
+    def tail(self) -> str:
+        """The console's last lines ("" before the console exists)."""
+        return self._console.tail() if self._console is not None else ""
+
     def output(self) -> str:
         path = self.workdir / "qemu-output.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def death_reason(self) -> str | None:
-        """Why the guest cannot go on, or None while it can: QEMU exited, or QMP said the guest is dead."""
+        """Why the guest cannot go on, or None while it can: QEMU exited, or QMP said the guest is dead.
+        Asking counts as being told: a death reported here is not reported again at stop()."""
+        reason = self._death_reason()
+        if reason is not None:
+            self.death_reported = True
+        return reason
+
+    def _death_reason(self) -> str | None:
         code = self.returncode
         if code is not None:
             qemu_said = self.output().strip().splitlines()[-3:]
@@ -208,15 +240,41 @@ class Machine:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             if sig == signal.SIGKILL:
-                self.process.wait()
+                try:
+                    self.process.wait(KILL_WAIT)
+                except subprocess.TimeoutExpired:  # stuck in the kernel (D state): reported, not waited on
+                    log.error("QEMU pid %d did not end within %.0f s of SIGKILL", self.process.pid, KILL_WAIT)
         if self.process is not None and self.process.poll() is not None:
             with _live_lock:
                 _live.discard(self)
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """Quit through QMP, wait, then kill. Safe to call twice; writes result.json."""
+    def abnormal_end(self) -> str | None:
+        """Why QEMU's end was not normal, when it ended on its own and nothing reported it: killed by a
+        signal, a non-zero exit status, or a guest panic (QEMU exits 0 after a panic under -no-reboot,
+        so the status alone is never trusted). None for a guest that powered itself off, for a stop by
+        the harness, and for a death a wait has already reported."""
+        if self.process is None or self.stopped_by_us or self.death_reported:
+            return None
+        code = self.process.poll()
+        if code is None:
+            return None
+        panic = self._qmp.panicked() if self._qmp is not None else None
+        if panic is None and self._console is not None:
+            panic = self._console.unreported_bad()
+        if code == 0 and panic is None:
+            return None
+        said = " | ".join(self.output().strip().splitlines()[-3:])
+        return (f"QEMU {describe_exit(code)} on its own before the harness stopped it"
+                + (f" ({panic})" if panic else "") + (f"; QEMU said: {said}" if said else ""))
+
+    def stop(self, timeout: float = 10.0, check: bool = True) -> int | None:
+        """Quit through QMP, wait, then kill. Safe to call twice; writes result.json (with `abnormal`).
+        With `check`, raises AbnormalShutdown when QEMU had ended abnormally on its own (abnormal_end)."""
         if self.process is None:
             return None
+        if self.stopped:
+            return self.process.returncode
+        abnormal = self.abnormal_end()
         if self.process.poll() is None:
             self.stopped_by_us = True
             if self._qmp is not None:
@@ -231,11 +289,17 @@ class Machine:
         for sock in self._sockets:
             sock.close()
         self._sockets = []
-        self._write_result()
+        self._write_result(abnormal, reported=check)
+        self.stopped = True
+        if abnormal is not None and check:
+            self.death_reported = True  # reported once
+            raise AbnormalShutdown(abnormal, self.tail(), "teardown")
         return self.process.returncode
 
-    def _write_result(self) -> None:
+    def _write_result(self, abnormal: str | None, reported: bool) -> None:
         result = {
+            "abnormal": abnormal,
+            "abnormal_raised": abnormal is not None and reported,  # stop() raised it to its caller
             "name": self.name,
             "spec": self.spec.describe(),
             "qemu": self.qemu.name,
@@ -254,7 +318,7 @@ class Machine:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+        self.stop(check=value is None)  # never mask the exception already on its way
 
     def __hash__(self) -> int:
         return id(self)

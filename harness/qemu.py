@@ -17,7 +17,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ARCHES = ("x86_64", "aarch64", "riscv64")
+from arches import NAMES
+
+ARCHES = NAMES
 
 
 class QemuNotFound(Exception):
@@ -96,6 +98,9 @@ class QemuInstall:
         return _refusal(tuple(self.command(arch)), tuple(self.data_args()), args, tuple(sorted(self.env().items())))
 
 
+PROBE_TIMEOUT = 30.0  # seconds for `--version` or a paused start; a hang, not a slow answer
+
+
 @functools.cache
 def _refusal(
     command: tuple[str, ...], data: tuple[str, ...], args: tuple[str, ...], env: tuple[tuple[str, str], ...]
@@ -103,10 +108,12 @@ def _refusal(
     argv = [*command, *data, "-S", "-nodefaults", "-display", "none", "-qmp", "stdio", *args]
     script = '{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
     try:
-        done = subprocess.run(argv, input=script, capture_output=True, text=True, env=dict(env), timeout=30,
+        done = subprocess.run(argv, input=script, capture_output=True, text=True, env=dict(env), timeout=PROBE_TIMEOUT,
                               check=False)
     except subprocess.TimeoutExpired:
-        return "QEMU did not answer a paused start within 30 s"
+        return f"QEMU did not answer a paused start within {PROBE_TIMEOUT:.0f} s"
+    except OSError as error:
+        return f"{command[-1]} cannot run: {error}"
     if done.returncode == 0:
         return None
     return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
@@ -116,10 +123,13 @@ def _refusal(
 def _version(command: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> str:
     try:
         out = subprocess.run(
-            [*command, "--version"], capture_output=True, text=True, env=dict(env), timeout=30, check=False
+            [*command, "--version"], capture_output=True, text=True, env=dict(env), timeout=PROBE_TIMEOUT, check=False
         )
     except OSError as error:
         raise QemuNotFound(f"{command[-1]} cannot run: {error}") from error
+    except subprocess.TimeoutExpired:
+        raise QemuNotFound(f"{command[-1]} --version did not answer within {PROBE_TIMEOUT:.0f} s (a hung "
+                           "binary)") from None
     match = re.search(r"version (\S+)", out.stdout)
     if out.returncode != 0 or not match:
         raise QemuNotFound(f"{command[-1]} --version failed ({out.returncode}): {out.stderr.strip()[-500:]}")

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qemu.qmp import QMPClient
+from qemu.qmp import QMPClient, QMPError
+
+# What talking to a QEMU that is gone or going can raise: qemu.qmp's own errors, a timeout, a closed socket.
+QMP_FAILURES = (QMPError, TimeoutError, OSError, EOFError, asyncio.CancelledError)
 
 T = TypeVar("T")
 
@@ -65,7 +68,7 @@ class QmpMonitor:
             if record.name == "STOP":
                 try:
                     status = await self._client.execute("query-status")
-                except Exception:  # noqa: BLE001 - QEMU may be gone already; the process check reports it
+                except QMP_FAILURES:  # QEMU may be gone already; the process check reports it
                     continue
                 state = status.get("status", "") if isinstance(status, dict) else ""
                 if state in DEAD_RUNSTATES:
@@ -86,6 +89,14 @@ class QmpMonitor:
         if not self.fatal.is_set():
             self.fatal_reason = reason
             self.fatal.set()
+
+    def panicked(self) -> str | None:
+        """The guest panic QMP reported (GUEST_PANICKED, or SHUTDOWN for 'guest-panic'), or None."""
+        for event in self.events:
+            panic_shutdown = event.name == "SHUTDOWN" and event.data.get("reason") == "guest-panic"
+            if event.name == "GUEST_PANICKED" or panic_shutdown:
+                return f"QMP {event.name} {json.dumps(event.data)}"
+        return None
 
     def wait_event(self, name: str, timeout: float) -> QmpEvent | None:
         """Wait for the first event called `name` (including ones already received)."""
@@ -114,7 +125,7 @@ class QmpMonitor:
         """Make QEMU exit now. The reply may be lost as QEMU closes the socket; that is success too."""
         try:
             self.execute("quit", timeout=2.0)
-        except Exception:  # noqa: BLE001 - a closed connection here means QEMU is exiting
+        except QMP_FAILURES:  # a closed connection here means QEMU is exiting
             pass
 
     def close(self) -> None:
@@ -123,7 +134,7 @@ class QmpMonitor:
                 self._loop.call_soon_threadsafe(self._reader.cancel)
             try:
                 self._call(self._client.disconnect(), 5.0)
-            except Exception:  # noqa: BLE001 - best effort on teardown
+            except QMP_FAILURES:  # best effort on teardown: the peer may be gone
                 pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5.0)

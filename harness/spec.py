@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from arches import ARCHES
 from harness.errors import MachineError
 from harness.net import Nic, nic_args
 
 MIB = 1024 * 1024
 # Boards whose flash banks have a fixed size; QEMU's own error comes late and says little.
-PFLASH_SIZE = {("aarch64", "virt"): 64 * MIB, ("riscv64", "virt"): 32 * MIB}
+PFLASH_SIZE = {(a.name, a.machine): a.pflash_bytes for a in ARCHES.values() if a.pflash_bytes}
 
 
 class SpecError(MachineError):

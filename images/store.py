@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ from typing import Any
 
 import platformdirs
 from filelock import FileLock
+
+from images.tools import BuildError
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +171,14 @@ class Store:
         content.mkdir(parents=True)
         started = time.monotonic()
         try:
-            build(content)
+            try:
+                build(content)
+            except BuildError as error:
+                raise BuildError(f"building {name}: {error}", error.tool, error.stderr) from error
+            except subprocess.CalledProcessError as error:  # a recipe's tool run without run_tool
+                words = (error.stderr or b"").decode(errors="replace") if isinstance(error.stderr, bytes) else (
+                    error.stderr or "")
+                raise BuildError(f"building {name}: {error}: {words.strip()[-2000:]}", str(error.cmd), words) from error
             manifest = {
                 "name": name,
                 "key": entry.key,

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.accel import clear_verdicts
 from harness.machine import Machine
 from images.debian.apt import AptError
 from images.debian.download import pool as download_pool
@@ -37,6 +38,7 @@ from images.debian.fetch import moved
 from images.debian.lock import FIRMWARE_SUITES, Indexes, LockError, Lockfile, lock_path, resolve_lock
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
+from images.tools import BuildError
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
 from matrix.history import Gate, History, Metric, Row, check_gate
 from matrix.lab import BootRecord, Lab, Unavailable
@@ -101,12 +103,15 @@ def _run_cell(lab: Lab, cell: Cell, folder: Path, budget: CompileBudget | None =
     except Unavailable as error:
         row.update(reason=str(error).splitlines()[0])
         return row
+    except BuildError as error:  # this cell fails with the tool's words; the other cells go on
+        row.update(result="fail", reason=" ".join(str(error).split())[:600], build_error=str(error))
+        return row
     record = outcome.record
     row.update(
         result="pass" if outcome.passed else "fail", reason=outcome.reason, milestones=record.milestones,
         accel=record.accel, accel_reason=record.accel_reason, qemu=f"{record.qemu} {record.qemu_version}",
         firmware_set=record.firmware_set, firmware_versions=record.firmware_versions, workdir=str(outcome.workdir),
-        packages=record.packages,
+        packages=record.packages, config=record.config,
     )
     return row
 
@@ -120,7 +125,8 @@ def _compile_gate(history: History | None, budget: CompileBudget, run: str, row:
         return []
     baseline = None
     if history is not None:
-        found = history.baseline(str(row["cell"]), FIRST_CALL_MEDIAN, str(row["accel"]), exclude_run=run)
+        found = history.baseline(str(row["cell"]), FIRST_CALL_MEDIAN, str(row["accel"]), exclude_run=run,
+                                 config=str(row.get("config", "")), source="run")
         baseline = found[0] if found and found[1] >= budget.min_runs else None
     verdict = judge_latency({name: float(t["first"]) for name, t in calls.items()}, budget, str(row["accel"]),
                             baseline)
@@ -150,12 +156,14 @@ def _record_and_gate(
     for metric, spec in gates.items():
         if metric in metrics:
             gate = Gate(metric, spec.tolerance, spec.slack, spec.min_runs)
-            breach = check_gate(history, gate, cell, metrics[metric], accel=accel, run=run)
+            breach = check_gate(history, gate, cell, metrics[metric], accel=accel, run=run,
+                                config=str(row.get("config", "")), source="run")
             if breach:
                 breaches.append(breach)
     qemu_version = str(row["qemu"]).split()[-1]
-    history.record(run, "run", [Metric(cell, name, value, "s", qemu_version, str(row.get("firmware_set") or "-"), accel)
-                                for name, value in metrics.items()])
+    firmware_set = str(row.get("firmware_set") or "-")
+    history.record(run, "run", [Metric(cell, name, value, "s", qemu_version, firmware_set, accel, "",
+                                       str(row.get("config", ""))) for name, value in metrics.items()])
 
 
 def _breaches(row: dict[str, object]) -> list[str]:
@@ -352,6 +360,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     removed = store.prune(None if args.all else args.older_than)
     out.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}: " +
               ", ".join(e.key[:12] for e in removed))
+    verdicts = clear_verdicts(store.root / "accel", None if args.all else args.older_than)
+    out.print(f"removed {len(verdicts)} cached KVM verdict(s)")
     return 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from arches import NAMES
 from harness.accel import ProbeKernel, choose_accel
 from harness.deadline import Deadline
 from harness.errors import MachineError
@@ -38,11 +39,12 @@ from images.recipes.minimal import MinimalImage, build_minimal
 from images.recipes.qemu import pinned_qemu_prefix
 from images.recipes.stick import StickError, build_stick
 from images.store import Store
+from matrix.history import configuration_hash
 from matrix.model import DEFAULT_FIRMWARE_SET, Cell
 from matrix.profiles import CONSOLE, TIMELINE_PHASES, BootMedia, needs_firmware_set, spec_for
 
 BOOT_BUDGET_TCG = 120.0  # seconds to the shell under TCG (UEFI on aarch64 is the slowest); a hang, not a gate
-ARCHES = ("x86_64", "aarch64", "riscv64")
+ARCHES = NAMES
 
 
 class Unavailable(Exception):
@@ -64,6 +66,7 @@ class BootRecord:
     # differ from the lock because locked files were gone and their set was re-resolved ("old -> new").
     packages: dict[str, str] = field(default_factory=dict)
     package_drift: list[str] = field(default_factory=list)
+    config: str = ""  # configuration_hash() of what this boot measures: history rows are compared by it
 
     @property
     def time_to_ready(self) -> float | None:
@@ -76,6 +79,15 @@ class BootOutcome:
     passed: bool
     reason: str
     workdir: Path
+
+
+def configuration(cell: Cell, spec: MachineSpec, record: BootRecord, booted: bool) -> str:
+    """The configuration hash of a boot: every cell field, the machine as it will start (after any
+    customisation), QEMU build, firmware and package versions, and whether it is booted to a shell."""
+    return configuration_hash({
+        "cell": cell.model_dump(), "spec": spec, "qemu": [record.qemu, record.qemu_version],
+        "firmware": [record.firmware_set, record.firmware_versions], "packages": record.packages, "booted": booted,
+    })
 
 
 class Lab:
@@ -199,9 +211,11 @@ class Lab:
         )
         record.packages = self.package_versions(cell)
         record.package_drift = [str(m) for m in self.drift()]
-        marker = self.image(cell.arch, cell.image).ready_marker
-        timeline = Timeline([*TIMELINE_PHASES, ("init", marker)])
-        return Machine(spec, qemu, workdir, name=name, timeline=timeline), record
+        record.config = configuration(cell, spec, record, booted=True)
+        image = self.image(cell.arch, cell.image)
+        timeline = Timeline([*TIMELINE_PHASES, ("init", image.ready_marker)])
+        machine = Machine(spec, qemu, workdir, name=name, timeline=timeline, bad_patterns=dict(image.bad_patterns))
+        return machine, record
 
     def package_versions(self, cell: Cell) -> dict[str, str]:
         """name -> version of the Debian packages a cell boots with (QEMU's own programs, not its

@@ -24,7 +24,7 @@ FIRST_CALL_MEDIAN = "compile_first_median_s"  # the history metric the baseline 
 SWEEP = {
     "cat": "/src/go.mod", "chmod": "755 /tmp", "cp": "/src/go.mod /tmp/bm-copy", "date": "", "df": "",
     "dmesg": "", "env": "", "free": "", "gofmt": "/src/cmds/ls/main.go", "grep": "module /src/go.mod",
-    "head": "/src/go.mod", "hostname": "", "ip": "", "kill": "-0 1", "ls": "/src", "mkdir": "-p /tmp/bm-dir",
+    "head": "/src/go.mod", "hostname": "", "ip": "addr", "kill": "-0 1", "ls": "/src", "mkdir": "-p /tmp/bm-dir",
     "mount": "", "ps": "", "rm": "-f /tmp/bm-none", "sha256sum": "/src/go.mod", "sleep": "0",
     "touch": "/tmp/bm-touched", "uname": "", "wc": "/src/go.mod",
 }

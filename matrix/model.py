@@ -14,23 +14,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from arches import ARCHES
 from images.debian.lock import DEFAULT_SUITE, FIRMWARE_SUITES
 
 DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
 GOSOURCE_MATRIX = Path(__file__).with_name("gosource.toml")  # the mostly-source image's cells and budget
 
-Arch = Literal["x86_64", "aarch64", "riscv64"]
+Arch = Literal["x86_64", "aarch64", "riscv64"]  # arches.NAMES; a test checks the two agree
 
-# Which firmware a guest arch can boot with, and through which media (matrix/profiles.py says how).
-SUPPORTED: dict[str, dict[str, set[str]]] = {
-    "x86_64": {"seabios": {"direct", "stick"}, "ovmf": {"direct", "stick"}, "ovmf-secboot": {"stick"}},
-    "aarch64": {"virt": {"direct"}, "aavmf": {"direct", "stick"}, "uboot": {"stick"}},
-    "riscv64": {"opensbi": {"direct"}, "uboot": {"stick"}, "edk2": {"direct", "stick"}},
-}
+# Which firmware a guest arch can boot with, and through which media (arches.ARCHES; profiles.py says how).
+SUPPORTED: dict[str, dict[str, frozenset[str]]] = {a.name: a.firmware_media for a in ARCHES.values()}
 FIRMWARE_SETS = FIRMWARE_SUITES  # the Debian suites whose firmware is locked (Cell.firmware_set spells them out)
 DEFAULT_FIRMWARE_SET = DEFAULT_SUITE
 # Cells that boot no firmware at all: the firmware set does not apply to them.
-NO_FIRMWARE = {("aarch64", "virt")}
+NO_FIRMWARE = {(a.name, firmware) for a in ARCHES.values() for firmware in a.firmware_free}
 
 
 class MatrixError(Exception):
@@ -58,6 +55,11 @@ class Cell(BaseModel):
             raise ValueError(f"firmware {self.firmware!r} is not available for {self.arch} (have: {sorted(firmwares)})")
         if self.media not in firmwares[self.firmware]:
             raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
+        if self.append and self.media == "stick":
+            raise ValueError(
+                "append applies to direct boots only: a stick cell boots the loader entries written on the stick, "
+                "which every stick cell shares (put kernel arguments in a media = \"direct\" cell)"
+            )
         if (self.arch, self.firmware) in NO_FIRMWARE and self.firmware_set != DEFAULT_FIRMWARE_SET:
             raise ValueError(f"firmware_set does not apply to {self.arch}/{self.firmware}, which boots no firmware")
         return self

@@ -12,27 +12,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 from harness.deadline import Deadline
-from harness.guestnet import GuestNet
+from harness.errors import MachineError
+from harness.guestnet import DEFAULT_DHCP, GuestNet
 from harness.hostinfo import memory_available_bytes
 from harness.machine import Machine, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
 from harness.spec import MachineSpec
 from harness.timeline import Timeline
-from matrix.history import History, Metric
-from matrix.lab import BootRecord, Lab, Unavailable
+from images.tools import BuildError
+from matrix.history import HISTORY_ENV, History, Metric
+from matrix.lab import BootRecord, Lab, Unavailable, configuration
 from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, matches, select
 from matrix.report import attach_vm_to_allure, timeline_svg
 
@@ -158,8 +161,40 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 
 def results_root(config: pytest.Config) -> Path:
-    """Where VM work folders go: --bootmatrix-results, else results/ beside the rootdir's tests."""
+    """Where sessions' results go: --bootmatrix-results, else results/ beside the rootdir's tests."""
     return Path(config.getoption("--bootmatrix-results") or Path(config.rootpath) / "results")
+
+
+def session_name(config: pytest.Config) -> str:
+    """This session's own results folder name (`pytest-<date>-<time>-<random>`), shared by its xdist
+    workers (the controller hands it over in workerinput), so two sessions in one checkout never share
+    a work folder or a QEMU pidfile."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "bootmatrix_session" in workerinput:
+        return str(workerinput["bootmatrix_session"])
+    if not hasattr(config, "_bootmatrix_session"):
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        config._bootmatrix_session = f"pytest-{stamp}-{uuid.uuid4().hex[:6]}"  # type: ignore[attr-defined]
+    return str(config._bootmatrix_session)  # type: ignore[attr-defined]
+
+
+def session_results(config: pytest.Config) -> Path:
+    return results_root(config) / session_name(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker writes into the controller's session folder."""
+    node.workerinput["bootmatrix_session"] = session_name(node.config)
+
+
+def _link_latest(config: pytest.Config) -> None:
+    """results/latest -> this session's folder (replaced atomically; a later session moves it on)."""
+    root = results_root(config)
+    temporary = root / f".latest-{session_name(config)}-{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(session_name(config), target_is_directory=True)
+    os.replace(temporary, root / "latest")
 
 
 def run_id(config: pytest.Config) -> str:
@@ -185,17 +220,26 @@ def bootmatrix_lab(request: pytest.FixtureRequest) -> Lab:
     return Lab(locked=locked(request.config))
 
 
+def history_path(config: pytest.Config) -> Path:
+    """--bootmatrix-history or BOOTMATRIX_HISTORY when given; otherwise a file of this session's own
+    (results/<session>/history.sqlite), so a test run never feeds the history `bootmatrix run` gates on."""
+    chosen = config.getoption("--bootmatrix-history") or os.environ.get(HISTORY_ENV)
+    return Path(chosen) if chosen else session_results(config) / "history.sqlite"
+
+
 @pytest.fixture(scope="session")
 def bootmatrix_history(request: pytest.FixtureRequest) -> History | None:
     if request.config.getoption("--bootmatrix-no-history"):
         return None
-    return History(request.config.getoption("--bootmatrix-history"))
+    return History(history_path(request.config))
 
 
 @pytest.fixture(scope="session")
 def bootmatrix_results(request: pytest.FixtureRequest) -> Path:
-    path = results_root(request.config)
+    """This session's results folder: results/<session>/ (results/latest points at the newest)."""
+    path = session_results(request.config)
     path.mkdir(parents=True, exist_ok=True)
+    _link_latest(request.config)  # every worker may: they all point it at the same folder
     return path
 
 
@@ -214,6 +258,7 @@ class VM:
     record: BootRecord
     cell: Cell
     budget: float  # seconds a boot or a command may take before it is a hang, for this arch and accel
+    dhcp_command: str = DEFAULT_DHCP  # the image's way to get a lease
     metrics: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def metric(self, name: str, value: float, unit: str) -> None:
@@ -245,12 +290,22 @@ class VM:
 
     @property
     def net(self) -> GuestNet:
-        return GuestNet(self.machine.console, self.budget)
+        return GuestNet(self.machine.console, self.budget, self.dhcp_command)
 
 
 def _test_dir(results: Path, nodeid: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.replace("::", "__")).strip("_")
     return results / safe
+
+
+def _fresh_dir(folder: Path) -> Path:
+    """`folder`, or `folder-2`, `-3`, ... when a test of this session ran before under that id (a rerun):
+    nothing of a session is ever deleted or reused."""
+    candidate, number = folder, 1
+    while candidate.exists():
+        number += 1
+        candidate = folder.with_name(f"{folder.name}-{number}")
+    return candidate
 
 
 VMFactory = Callable[..., VM]
@@ -266,8 +321,7 @@ def bootmatrix_vms(
     flash bank). `boot=False` returns the machine started, not waited on. Every machine is stopped at
     the end of the test; their work folders stay under the results folder.
     """
-    test_dir = _test_dir(bootmatrix_results, request.node.nodeid)
-    shutil.rmtree(test_dir, ignore_errors=True)
+    test_dir = _fresh_dir(_test_dir(bootmatrix_results, request.node.nodeid))
     started: list[VM] = []
 
     def factory(
@@ -281,9 +335,13 @@ def bootmatrix_vms(
             machine, record = bootmatrix_lab.machine(cell, test_dir / name, name, nics)
         except Unavailable as error:
             cannot_run(request.config, f"{cell.id} cannot run here: {error}")
+        except BuildError as error:
+            pytest.fail(f"{cell.id}: an image could not be built: {error}", pytrace=False)
         if customize is not None:
             machine.spec = customize(machine.spec)
-        guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel))
+        record.config = configuration(cell, machine.spec, record, booted=boot)
+        guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel),
+                   bootmatrix_lab.image(cell.arch, cell.image).dhcp_command)
         started.append(guest)
         machine.start()
         if boot:
@@ -291,10 +349,42 @@ def bootmatrix_vms(
         return guest
 
     yield factory
+    problems = [problem for guest in started for problem in _stop(guest)]
     for guest in started:
-        guest.machine.stop()
-        _report(guest, request, bootmatrix_history)
+        try:
+            _report(guest, request, bootmatrix_history)
+        except Exception as error:  # noqa: BLE001 - any report step (allure, a busy SQLite file, the SVG)
+            problems.append(f"{guest.machine.name}: reporting failed: {error!r}")
+        problems += _abnormal(guest)
     request.node.user_properties.append(("bootmatrix_workdirs", [str(g.workdir) for g in started]))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _stop(guest: VM) -> list[str]:
+    """Stop one guest; a failure is returned, not raised, so every other guest of the test is stopped too."""
+    try:
+        guest.machine.stop(check=False)
+    except (MachineError, OSError, RuntimeError) as error:
+        guest.machine.kill()
+        return [f"{guest.machine.name}: stopping it failed: {error!r}"]
+    return []
+
+
+def _abnormal(guest: VM) -> list[str]:
+    """The abnormal end result.json records (QEMU killed, a bad status or a guest panic before teardown
+    that no wait had reported), with the console tail: such a test fails."""
+    if guest.machine.process is None:
+        return []  # never started (refused before launch): nothing ended abnormally
+    try:
+        result = json.loads((guest.workdir / "result.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        return [f"{guest.machine.name}: no readable result.json in {guest.workdir}: {error}"]
+    abnormal = result.get("abnormal")
+    if not abnormal or result.get("abnormal_raised"):
+        return []  # a normal end, or the test stopped the VM itself and was told
+    tail = guest.machine.tail()
+    return [f"{guest.machine.name}: {abnormal}\n--- console tail ---\n{tail.rstrip()[-2000:]}\n--- end of tail ---"]
 
 
 def _report(guest: VM, request: pytest.FixtureRequest, history: History | None) -> None:
@@ -310,7 +400,7 @@ def _report(guest: VM, request: pytest.FixtureRequest, history: History | None) 
     if history is not None and metrics:
         history.record(run_id(request.config), "pytest", [
             Metric(guest.cell.id, name, value, unit, guest.record.qemu_version, guest.cell.firmware_set,
-                   guest.record.accel, request.node.nodeid)
+                   guest.record.accel, request.node.nodeid, guest.record.config)
             for name, (value, unit) in metrics.items()
         ])
 
@@ -331,7 +421,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        folder = _test_dir(results_root(item.config), item.nodeid)
+        folder = _test_dir(session_results(item.config), item.nodeid)
         if folder.exists():
             report.sections.append(("bootmatrix", f"VM logs (console.log, argv.txt, qmp-events.jsonl): {folder}"))
 

@@ -13,17 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from arches import ARCHES, KERNEL_OPTIONS
 from harness.net import Nic
 from harness.spec import Disk, MachineSpec, Pflash
 from images.recipes.firmware import FirmwareSet
 from images.recipes.minimal import MinimalImage
 from matrix.model import Cell
 
-BASE_APPEND = "panic=-1 oops=panic"
-CONSOLE = {"x86_64": "ttyS0", "aarch64": "ttyAMA0", "riscv64": "ttyS0"}
-MACHINE = {"x86_64": "q35", "aarch64": "virt", "riscv64": "virt"}
-# cortex-a57 boots about 4x faster than -cpu max under TCG; U-Boot needs an explicit 64-bit CPU anyway.
-CPU = {"x86_64": None, "aarch64": "cortex-a57", "riscv64": None}
+CONSOLE = {a.name: a.console for a in ARCHES.values()}
 
 # Milestones every boot may pass, in order; each is taken the first time its pattern shows.
 TIMELINE_PHASES = [
@@ -111,7 +108,7 @@ FIRMWARE: dict[tuple[str, str], Firmware | None] = {
 
 # The simplest boot of each arch (no boot loader, QEMU hands over the kernel): where harness, network and
 # Go tests run, and what the benchmarks measure.
-DIRECT_FIRMWARE = {"x86_64": "seabios", "aarch64": "virt", "riscv64": "opensbi"}
+DIRECT_FIRMWARE = {a.name: a.direct_firmware for a in ARCHES.values()}
 
 
 def direct_cell(arch: str, **fields: object) -> Cell:
@@ -125,15 +122,15 @@ def needs_firmware_set(cell: Cell) -> bool:
 def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = ()) -> MachineSpec:
     spec = MachineSpec(
         arch=cell.arch,
-        machine=MACHINE[cell.arch],
+        machine=ARCHES[cell.arch].machine,
         accel=accel,
-        cpu=CPU[cell.arch],
+        cpu=ARCHES[cell.arch].cpu,
         memory_mib=cell.memory_mib,
         smp=cell.smp,
         nics=nics,
     )
     if cell.media == "direct":
-        append = f"console={CONSOLE[cell.arch]} {BASE_APPEND} {cell.append}".strip()
+        append = f"console={CONSOLE[cell.arch]} {KERNEL_OPTIONS} {cell.append}".strip()
         spec = replace(spec, kernel=media.image.kernel, initrd=media.image.initrd, append=append)
         if media.stick is not None:
             spec = replace(spec, disks=(Disk(media.stick),))

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from arches import ARCHES, host_debian_arch
 from images.debian.mirror import Mirror
 
-DEBIAN_ARCHES = ("amd64", "arm64", "riscv64")
+DEBIAN_ARCHES = tuple(a.debian for a in ARCHES.values())
 
 
 class AptError(Exception):
@@ -67,11 +68,6 @@ class PackageRef:
     @property
     def deb_name(self) -> str:
         return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
-
-
-def host_debian_arch() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}.get(machine, machine)
 
 
 class PrivateApt:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from images.debian.apt import AptError, IndexUnusable, PackageRef, PrivateApt, host_debian_arch
+from arches import ARCHES, host_debian_arch
+from images.debian.apt import AptError, IndexUnusable, PackageRef, PrivateApt
 from images.debian.mirror import Mirror
 
 DEFAULT_SUITE = "trixie"
@@ -28,14 +29,8 @@ def lock_path(suite: str) -> Path:
 
 DEFAULT_LOCK = lock_path(DEFAULT_SUITE)
 
-# Debian architecture of each guest architecture.
-GUEST_DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}
-# The kernel flavour metapackage of each guest architecture; it depends on one concrete image package.
-KERNEL_METAPACKAGE = {
-    "x86_64": "linux-image-cloud-amd64",
-    "aarch64": "linux-image-arm64",
-    "riscv64": "linux-image-riscv64",
-}
+# Debian architecture of each guest architecture (arches.ARCHES is the one table).
+GUEST_DEBIAN_ARCH = {a.name: a.debian for a in ARCHES.values()}
 QEMU_PACKAGES = ["qemu-system-x86", "qemu-system-arm", "qemu-system-riscv"]
 # Firmware of a firmware set (all Architecture: all). A package the suite lacks is left out of its set
 # (bookworm has no qemu-efi-riscv64), and cells that need it say so when they are skipped.
@@ -187,7 +182,7 @@ SetResolver = Callable[[Indexes], list[LockedPackage]]
 def _kernel(guest_arch: str) -> SetResolver:
     def resolve(index: Indexes) -> list[LockedPackage]:
         deb_arch = GUEST_DEBIAN_ARCH[guest_arch]
-        meta = f"{KERNEL_METAPACKAGE[guest_arch]}:{deb_arch}"
+        meta = f"{ARCHES[guest_arch].kernel_metapackage}:{deb_arch}"
         concrete = [d for d in index.apt(deb_arch).depends(meta) if d.startswith("linux-image-")]
         if not concrete:
             raise LockError(f"{meta} depends on no linux-image package")

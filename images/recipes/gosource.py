@@ -37,13 +37,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from images.debian.apt import host_debian_arch
+from arches import BY_DEBIAN, host_debian_arch
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import GO_SRC_SET, GO_VERSION, GUEST_DEBIAN_ARCH, STICK_TOOLS_SET, go_set, shell_set
@@ -51,6 +50,7 @@ from images.recipes import stick as stick_module
 from images.recipes.minimal import MinimalImage, build_minimal
 from images.recipes.stick import file_size, stick_files, stick_tools, write_stick
 from images.store import Store
+from images.tools import run_tool
 
 RECIPE_VERSION = 4
 GO_TOOLS = ("compile", "link", "asm", "buildid")  # all `go build` runs with CGO_ENABLED=0
@@ -164,13 +164,11 @@ def _in_root(content: Path, goarch: str, *args: str) -> str:
     argv = [unshare, "--user", "--map-root-user", f"--root={content}", "--wd=/warm",
             f"/linux_{host_debian_arch()}/bin/go", *args]
     try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        done = run_tool(argv, f"warming the Go cache for {goarch} (go {' '.join(args[:3])} ...; a rootless chroot "
+                        "needs user namespaces)", env=env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(content / "dev", ignore_errors=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"go {' '.join(args[:3])} ... for {goarch} failed (a rootless chroot needs user "
-                           f"namespaces): {done.stderr.strip()[-1000:]}")
     return done.stdout
 
 
@@ -196,11 +194,8 @@ PROGRAMS = ("init", BUILDER)  # prebuilt from /src, besides go and the shell
 STUB_INTERPRETER = "/run/bm/bin/bmbuild"  # /run/bm/bin -> /linux_<goarch>/bin, made on tmpfs at boot
 # The first stage's drivers: the VFAT root and the code pages its mount options name.
 STAGE1_MODULES = ("vfat", "nls_cp437", "nls_ascii", "nls_utf8")
-# dash's dynamic loader where its PT_INTERP points, and the C library where that loader searches; no
-# two arches share a path, so one root serves all.
-TRIPLET = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "riscv64": "riscv64-linux-gnu"}
-LOADER = {"amd64": "lib64/ld-linux-x86-64.so.2", "arm64": "lib/ld-linux-aarch64.so.1",
-          "riscv64": "lib/ld-linux-riscv64-lp64d.so.1"}
+# dash's dynamic loader goes where its PT_INTERP points (arches.Arch.loader), the C library where that
+# loader searches (/lib/<triplet>); no two arches share a path, so one root serves all.
 MOUNT_POINTS = ("dev", "proc", "sys", "tmp", "run")
 FAT_FORBIDDEN = set('<>:"\\|?*')
 ELF_MACHINE = {0x3E: "amd64", 0xB7: "arm64", 0xF3: "riscv64", 0x03: "i386"}  # i386: syslinux modules
@@ -248,11 +243,8 @@ def build_programs(store: Store, go_root: GoRoot) -> Path:
                 env = go_environment(go_root.goroot, goarch, Path(tmp) / f"cache-{goarch}", Path(tmp) / "home")
                 for program in PROGRAMS:
                     target = content / f"linux_{goarch}/bin/{program}"
-                    done = subprocess.run([str(host_go), "build", "-buildvcs=false", "-ldflags=-s -w", "-o",
-                                           str(target), f"./{program}"], cwd=tree, env=env, capture_output=True,
-                                          text=True, check=False)
-                    if done.returncode != 0:
-                        raise RuntimeError(f"building {program} for {goarch} failed: {done.stderr.strip()[-1000:]}")
+                    run_tool([str(host_go), "build", "-buildvcs=false", "-ldflags=-s -w", "-o", str(target),
+                              f"./{program}"], f"building {program} for {goarch}", cwd=tree, env=env)
 
     return store.get("go-programs", inputs, build)
 
@@ -276,9 +268,9 @@ def _shell_files(debs: Debs, scratch: Path) -> dict[str, Path]:
         unpacked = scratch / f"shell-{goarch}"
         for _, deb in debs[shell_set(guest_arch)]:
             extract_deb(deb, unpacked)
-        triplet = TRIPLET[goarch]
+        triplet, loader = BY_DEBIAN[goarch].triplet, BY_DEBIAN[goarch].loader
         files[f"linux_{goarch}/bin/sh"] = unpacked / "usr/bin/dash"
-        files[LOADER[goarch]] = unpacked / f"usr/lib/{triplet}" / Path(LOADER[goarch]).name
+        files[loader] = unpacked / f"usr/lib/{triplet}" / Path(loader).name
         files[f"lib/{triplet}/libc.so.6"] = unpacked / f"usr/lib/{triplet}/libc.so.6"
     return files
 
@@ -364,5 +356,10 @@ def build_gosource_image(
     return GoSourceImage(root / "stick.img", stage1, json.loads((root / "census.json").read_text()), root.parent.name)
 
 
+# The first stage's own words when it cannot find the root (images/guest/stage1.sh), and Debian's.
+STAGE1_BAD_PATTERNS = (("root not found", r"bootmatrix: no VFAT partition holds[^\n]*|Gave up waiting for root[^\n]*"),)
+
+
 def build_stage1(store: Store, fetcher: DebianFetcher, arch: str) -> MinimalImage:
-    return build_minimal(store, fetcher, arch, modules=STAGE1_MODULES, init=STAGE1_INIT, name="gosource-stage1")
+    return build_minimal(store, fetcher, arch, modules=STAGE1_MODULES, init=STAGE1_INIT, name="gosource-stage1",
+                         bad_patterns=STAGE1_BAD_PATTERNS)

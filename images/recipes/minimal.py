@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from arches import ARCHES
 from images.cpio import CpioArchive
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
@@ -26,14 +27,13 @@ RECIPE_VERSION = 1
 # Modules that give the guest a power button, so QMP system_powerdown works: evdev for busybox acpid,
 # plus the button driver of each platform (riscv virt signals powerdown only through ACPI, which a
 # device-tree boot does not use).
-POWER_BUTTON_MODULES = {"x86_64": ("evdev", "button"), "aarch64": ("evdev", "gpio_keys"), "riscv64": ()}
+POWER_BUTTON_MODULES = {a.name: a.power_button_modules for a in ARCHES.values()}
 POWER_BUTTON_SCRIPT = b"#!/bin/sh\necho 'bootmatrix: power button pressed, powering off'\npoweroff -f\n"
 # virtio drivers every image carries (the ones built as modules in Debian's kernels; the rest are built in).
 VIRTIO_MODULES = ("virtio_net", "virtio_blk", "virtio_rng", "virtio_console")
 UDHCPC_SCRIPT = Path(__file__).parent.parent / "guest" / "udhcpc.script"
+DHCP_COMMAND = "udhcpc -i {interface} -n -q -t 5 -T 2 -s /etc/udhcpc.script"
 INIT_SCRIPT = Path(__file__).parent.parent / "guest" / "init.sh"
-# Kernel image path inside the Debian package, by guest arch.
-KERNEL_GLOB = {"x86_64": "boot/vmlinuz-*", "aarch64": "boot/vmlinuz-*", "riscv64": "boot/vmlinux-*"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class MinimalImage:
     kernel_release: str
     ready_marker: str = "BOOTMATRIX-READY"
     key: str = ""  # the store key of the image: equal keys, equal bytes
+    # The image's own failure messages (label, regex): the harness fails a wait at once on them.
+    bad_patterns: tuple[tuple[str, str], ...] = ()
+    # How the image's shell gets a DHCP lease ({interface} filled in): busybox udhcpc with our hook script.
+    dhcp_command: str = DHCP_COMMAND
 
 
 def _kernel_files(deb: Path, workdir: Path) -> None:
@@ -96,7 +100,7 @@ def _module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, byte
 
 def build_minimal(
     store: Store, fetcher: DebianFetcher, arch: str, modules: tuple[str, ...] = (), *, init: Path = INIT_SCRIPT,
-    name: str = "minimal",
+    name: str = "minimal", bad_patterns: tuple[tuple[str, str], ...] = (),
 ) -> MinimalImage:
     """The kernel and a busybox initramfs whose /init is `init` (the marker-printing shell by default;
     the mostly-source image passes its first stage, which mounts the VFAT root)."""
@@ -121,7 +125,7 @@ def build_minimal(
         with tempfile.TemporaryDirectory(prefix="bm-kernel-") as tmp:
             tree = Path(tmp)
             _kernel_files(kernel_deb, tree)
-            kernel_path = sorted(tree.glob(KERNEL_GLOB[arch]))[0]
+            kernel_path = sorted(tree.glob(ARCHES[arch].kernel_glob))[0]
             release = kernel_path.name.split("-", 1)[1]
             shutil.copy2(kernel_path, content / "kernel")
             archive = CpioArchive()
@@ -149,4 +153,5 @@ def build_minimal(
 
     root = built_from(store, fetcher, f"{name}-{arch}", [kernel, busybox], inputs_of=inputs, build=build)
     info = json.loads((root / "image.json").read_text())
-    return MinimalImage(arch, root / "kernel", root / "initramfs.cpio", info["kernel_release"], key=root.parent.name)
+    return MinimalImage(arch, root / "kernel", root / "initramfs.cpio", info["kernel_release"], key=root.parent.name,
+                        bad_patterns=bad_patterns)

@@ -25,34 +25,29 @@ import hashlib
 import os
 import shutil
 import struct
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from arches import ARCHES, KERNEL_OPTIONS
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, LockedPackage
 from images.recipes.minimal import MinimalImage
 from images.store import Store
+from images.tools import run_tool
 
 RECIPE_VERSION = 3
 EPOCH = 946684800  # 2000-01-01: FAT cannot store times before 1980
 DISK_SIGNATURE = 0xB0075EED
 PARTITION_START = 2048  # sectors (1 MiB)
 SECTOR = 512
-KERNEL_CONSOLE = {"x86_64": "ttyS0", "aarch64": "ttyAMA0", "riscv64": "ttyS0"}
-EFI_NAMES = {
-    "x86_64": ("x64", "BOOTX64.EFI"),
-    "aarch64": ("aa64", "BOOTAA64.EFI"),
-    "riscv64": ("riscv64", "BOOTRISCV64.EFI"),
-}
-KERNEL_OPTIONS = "panic=-1 oops=panic"
 
 
 class StickError(Exception):
-    pass
+    """A tool the stick needs is not installed here: the cell cannot run (a build that fails is a
+    BuildError instead)."""
 
 
 def _tool(name: str) -> str:
@@ -68,18 +63,18 @@ def stick_files(images: dict[str, MinimalImage], tools: Path, uefi_only: bool) -
     for arch, image in sorted(images.items()):
         files[f"{arch}/linux"] = image.kernel
         files[f"{arch}/initrd"] = image.initrd
-        efi_arch, efi_name = EFI_NAMES[arch]
+        efi_arch, efi_name = ARCHES[arch].efi_name
         files[f"EFI/BOOT/{efi_name}"] = (tools / f"usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi").read_bytes()
         files[f"loader/entries/{arch}.conf"] = (
             f"title bootmatrix {arch}\narchitecture {efi_arch}\nlinux /{arch}/linux\ninitrd /{arch}/initrd\n"
-            f"options console={KERNEL_CONSOLE[arch]} {KERNEL_OPTIONS}\n"
+            f"options console={ARCHES[arch].console} {KERNEL_OPTIONS}\n"
         ).encode()
     files["loader/loader.conf"] = b"timeout 0\neditor no\nrandom-seed-mode off\n"
     if not uefi_only and "x86_64" in images:
         files["syslinux/syslinux.cfg"] = (
             "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT x86_64\n"
             f"LABEL x86_64\n  LINUX /x86_64/linux\n  INITRD /x86_64/initrd\n"
-            f"  APPEND console={KERNEL_CONSOLE['x86_64']} {KERNEL_OPTIONS}\n"
+            f"  APPEND console={ARCHES['x86_64'].console} {KERNEL_OPTIONS}\n"
         ).encode()
         files["syslinux/ldlinux.c32"] = (tools / "usr/lib/syslinux/modules/bios/ldlinux.c32").read_bytes()
     return files
@@ -129,10 +124,10 @@ def write_stick(
     with tempfile.TemporaryDirectory(prefix="bm-stick-") as tmp:
         work = Path(tmp)
         part = work / "partition.img"
-        subprocess.run(
+        run_tool(
             [_tool("mkfs.vfat"), "-C", "-F", "32", "-s", str(cluster // SECTOR), "-n", "BOOTMATRIX", "--invariant",
              str(part), str(size_mib * 1024)],
-            check=True, capture_output=True, env=env,
+            "formatting the stick", env=env,
         )
         by_directory = _stage(files, work / "files")
         wanted = set(directories)
@@ -140,22 +135,20 @@ def write_stick(
             parts = Path(directory).parts if directory != "." else ()
             wanted.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
         if wanted:
-            subprocess.run([_tool("mmd"), "-i", str(part), *(f"::/{d}" for d in sorted(wanted))], check=True, env=env,
-                           capture_output=True)
+            run_tool([_tool("mmd"), "-i", str(part), *(f"::/{d}" for d in sorted(wanted))],
+                     "making the stick's directories", env=env)
         for directory, sources in sorted(by_directory.items()):
             # No -m: mtools stamps every file with SOURCE_DATE_EPOCH instead of the host file's time.
             destination = "::/" if directory == "." else f"::/{directory}/"
-            subprocess.run([_tool("mcopy"), "-i", str(part), *map(str, sources), destination], check=True, env=env,
-                           capture_output=True)
+            run_tool([_tool("mcopy"), "-i", str(part), *map(str, sources), destination],
+                     f"copying files to {destination} of the stick", env=env)
         # A UEFI-only stick gets the stub a non-bootable MBR carries: `int 0x18` (BIOS: "boot failed, try
         # the next device"), then halt, so a BIOS reports the failure instead of running zeros.
         boot_code = bytes([0xCD, 0x18, 0xF4, 0xEB, 0xFD])
         if not uefi_only:
             syslinux = tools / "usr/bin/syslinux"
-            result = subprocess.run([str(syslinux), "--install", "--directory", "/syslinux", str(part)],
-                                    capture_output=True, text=True, env=env, check=False)
-            if result.returncode != 0:
-                raise StickError(f"syslinux --install failed: {result.stderr.strip()}")
+            run_tool([str(syslinux), "--install", "--directory", "/syslinux", str(part)],
+                     "installing syslinux on the stick", env=env)
             boot_code = (tools / "usr/lib/syslinux/mbr/mbr.bin").read_bytes()
         sectors = part.stat().st_size // SECTOR
         with target.open("wb") as disk:

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.accel import ACCEL_ENV, choose_accel, probe_boot_sector
+import harness.qemu as qemu_module
+from harness import accel
+from harness.accel import ACCEL_ENV, AccelVerdict, choose_accel, clear_verdicts, kvm_verdict, probe_boot_sector
 from harness.deadline import Deadline
 from harness.qemu import QemuInstall
 from harness.timeouts import scaled
@@ -41,3 +45,56 @@ def test_deadline_counts_down_and_sooner_picks_the_earlier() -> None:
     short = Deadline.after(0.01)
     time.sleep(0.02)
     assert short.expired() and short.remaining() == 0
+
+
+class CountingProbe:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, qemu: QemuInstall, workdir: Path, kernel: object = None) -> AccelVerdict:
+        self.calls += 1
+        return AccelVerdict(False, f"probe {self.calls}", 0.1, "fp")
+
+
+@pytest.fixture
+def fake_kvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[QemuInstall, Path, CountingProbe]:
+    """A QEMU that only answers --version, a stand-in /dev/kvm, and a probe that counts its runs."""
+    binary = tmp_path / "bin/qemu-system-x86_64"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\necho 'QEMU emulator version 9.9.9'\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{binary.parent}:{os.environ['PATH']}")
+    qemu_module._version.cache_clear()
+    device = tmp_path / "kvm"
+    device.write_text("")
+    monkeypatch.setattr(accel, "KVM_DEVICE", device)
+    probe = CountingProbe()
+    monkeypatch.setattr(accel, "run_kvm_probe", probe)
+    return QemuInstall.host(), device, probe
+
+
+def test_the_kvm_verdict_is_cached_then_probed_again_when_stale(
+    fake_kvm: tuple[QemuInstall, Path, CountingProbe], tmp_path: Path
+) -> None:
+    qemu, device, probe = fake_kvm
+    cache = tmp_path / "accel"
+    assert kvm_verdict(qemu, cache).reason == "probe 1"
+    assert kvm_verdict(qemu, cache).reason == "probe 1" and probe.calls == 1  # cached
+
+    (cached,) = cache.glob("kvm-*.json")
+    data = json.loads(cached.read_text())
+    cached.write_text(json.dumps({**data, "probed_at": time.time() - accel.VERDICT_TTL - 1}))
+    assert kvm_verdict(qemu, cache).reason == "probe 2"  # expired
+
+    device.chmod(0o600)
+    assert kvm_verdict(qemu, cache).reason == "probe 3"  # /dev/kvm changed (its mode)
+    device.unlink()
+    assert kvm_verdict(qemu, cache).reason == "probe 4"  # /dev/kvm gone
+    assert kvm_verdict(qemu, cache).reason == "probe 4"
+
+    binary = qemu.binary("x86_64")
+    binary.write_text(binary.read_text() + "# rebuilt\n")  # same version, another binary
+    assert kvm_verdict(qemu, cache).reason == "probe 5"
+
+    assert clear_verdicts(cache) == [cached] and not list(cache.glob("kvm-*.json"))
+    assert kvm_verdict(qemu, cache).reason == "probe 6"

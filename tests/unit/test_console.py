@@ -127,3 +127,24 @@ def test_run_against_a_real_shell(tmp_path: Path) -> None:
         shell.wait()
         console.close()
         ours.close()
+
+
+def test_the_harness_knows_no_image_strings() -> None:
+    """An image's own failure words come from the image (Machine(bad_patterns=...)), not the harness."""
+    from harness.console import DEFAULT_BAD_PATTERNS
+
+    assert not any("bootmatrix" in pattern.lower() for pattern in DEFAULT_BAD_PATTERNS.values())
+    assert "root not found" not in DEFAULT_BAD_PATTERNS
+
+
+def test_a_lease_is_read_back_from_the_kernel_view() -> None:
+    from harness.guestnet import parse_lease
+
+    readback = ("2: eth0    inet 10.0.2.15/24 brd 10.0.2.255 scope global eth0\\       valid_lft forever\n#\n"
+                "default via 10.0.2.2 dev eth0\n#\nnameserver 10.0.2.3\nnameserver 10.0.2.4\n")
+    lease = parse_lease("eth0", readback, 0.5)
+    assert lease is not None
+    assert (lease.address, lease.prefix, lease.gateway, lease.dns) == ("10.0.2.15", 24, "10.0.2.2", "10.0.2.3")
+    restricted = parse_lease("eth0", "2: eth0    inet 10.0.2.15/24 scope global eth0\n#\n#\n", 0.5)
+    assert restricted is not None and (restricted.gateway, restricted.dns) == ("", "")
+    assert parse_lease("eth0", "#\n#\n", 0.5) is None

@@ -61,6 +61,8 @@ memory_mib = 1024
         ('[[cell]]\narch = "riscv64"\nfirmware = "opensbi"\nmedia = "stick"\n',
          r"cell\[0\]: media 'stick' cannot boot"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nsmp = 0\n', r"cell\[0\]\.smp: Input should be greater"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "ovmf"\nmedia = "stick"\nappend = "quiet"\n',
+         r"cell\[0\]: append applies to direct boots only"),
         ('[[cell]]\narch = "x86_64"\n', r"cell\[0\]\.firmware: Field required"),
         ('[defaults]\nqemu = "pinned"\n', r"(?m)^.*m\.toml: cell: Field required"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n',
@@ -89,3 +91,22 @@ def test_select_by_arch_and_id() -> None:
     assert [c.id for c in select(cells, None, ["x86_64-seabios-direct"])] == ["x86_64-seabios-direct"]
     with pytest.raises(MatrixError, match="unknown cell id"):
         select(cells, None, ["x86_64-nope-direct"])
+
+
+def test_one_arch_table_feeds_model_profiles_and_images() -> None:
+    """Every arch fact comes from arches.ARCHES: the model's arch names and firmware/media support,
+    the profiles' firmware functions, the Debian and Go names, the stick's EFI names."""
+    from typing import get_args
+
+    from arches import ARCHES, NAMES
+    from images.debian.lock import GUEST_DEBIAN_ARCH
+    from matrix.model import SUPPORTED, Arch
+    from matrix.profiles import FIRMWARE
+
+    assert set(get_args(Arch)) == set(NAMES)
+    assert {(arch, fw) for arch, fws in SUPPORTED.items() for fw in fws} == set(FIRMWARE)
+    assert {arch for arch, fw in FIRMWARE if FIRMWARE[(arch, fw)] is None} == {
+        a.name for a in ARCHES.values() if a.firmware_free}
+    assert GUEST_DEBIAN_ARCH == {a.name: a.debian for a in ARCHES.values()}
+    for arch in ARCHES.values():
+        assert arch.direct_firmware in arch.firmware_media and "direct" in arch.firmware_media[arch.direct_firmware]

@@ -104,14 +104,21 @@ def bootmatrix_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[st
 
 def test_gate_breach_in_history_fails_the_run(tmp_path: Path) -> None:
     history_path = tmp_path / "history.sqlite"
-    history = History(history_path)
     cell = "riscv64-opensbi-direct"
+    first = bootmatrix_run(tmp_path, "--cell", cell, "--history", str(history_path))
+    assert first.returncode == 0, first.stdout
+    history = History(history_path)
+    (real,) = [r for r in history.rows(cell, "t_ready") if r.source == "run"]
     for run in ("seed-1", "seed-2", "seed-3"):  # a baseline no real boot can meet: 0.2 s to a shell
-        history.record(run, "run", [Metric(cell, "t_ready", 0.2, "s", "10.0.13", "trixie", "tcg")])
+        history.record(run, "run", [Metric(cell, "t_ready", 0.2, "s", real.qemu_version, real.firmware_set,
+                                           real.accel, config=real.config)])
+    for run in ("other-1", "other-2", "other-3"):  # as fast, but another configuration: never a baseline
+        history.record(run, "run", [Metric(cell, "t_ready", 0.1, "s", real.qemu_version, real.firmware_set,
+                                           real.accel, config="another-configuration")])
     done = bootmatrix_run(tmp_path, "--cell", cell, "--history", str(history_path))
     assert done.returncode == 1, done.stdout
     assert f"gate breach: {cell} t_ready = " in done.stdout
-    assert "baseline 0.200 (median of 3 runs" in done.stdout
+    assert "baseline 0.200 (median of 4 runs of this configuration" in done.stdout
 
 
 def test_run_exit_codes(tmp_path: Path) -> None:
@@ -123,3 +130,32 @@ def test_run_exit_codes(tmp_path: Path) -> None:
     failing = bootmatrix_run(tmp_path, str(broken), "--cell", "riscv64-opensbi-direct", "--no-history")
     assert failing.returncode == 1, failing.stdout
     assert "kernel panic" in failing.stdout.lower()
+
+
+def test_a_failing_build_tool_fails_its_cell_and_the_run_goes_on(tmp_path: Path) -> None:
+    """mcopy fails while the stick is built (in a store of its own): that cell fails with mcopy's own
+    words, the direct cell still boots, and summary.json and junit.xml are written."""
+    from images.debian.fetch import share_downloads
+    from images.store import default_cache_root
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mcopy").write_text("#!/bin/sh\necho 'mcopy: no space left on the fake disk' >&2\nexit 1\n")
+    (fake / "mcopy").chmod(0o755)
+    cache = tmp_path / "cache"
+    share_downloads(default_cache_root(), cache)
+    env = {**os.environ, "COLUMNS": "200", "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}",
+           "BOOTMATRIX_CACHE": str(cache)}
+    done = subprocess.run([str(BIN / "bootmatrix"), "run", "--results", str(tmp_path / "results"), "--no-history",
+                           "--cell", "x86_64-seabios-stick", "--cell", "riscv64-opensbi-direct"],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    run = next((tmp_path / "results").glob("run-*"))
+    rows = {row["cell"]: row for row in json.loads((run / "summary.json").read_text())["cells"]}
+    assert rows["riscv64-opensbi-direct"]["result"] == "pass"
+    stick = rows["x86_64-seabios-stick"]
+    assert stick["result"] == "fail"
+    assert "building stick: copying files to" in stick["reason"] and "mcopy failed (exit 1)" in stick["reason"]
+    assert "mcopy: no space left on the fake disk" in stick["reason"]
+    junit = ET.parse(run / "junit.xml").getroot()
+    assert [c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None] == ["x86_64-seabios-stick"]

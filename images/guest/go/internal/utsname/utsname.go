@@ -1,4 +1,4 @@
-// Package utsname reads the kernel's name, release and machine (uname(2)) as strings.
+// Package utsname reads the kernel's names (uname(2)) as strings.
 package utsname
 
 import (
@@ -18,9 +18,9 @@ func text[T int8 | uint8](field [65]T) string {
 	return out.String()
 }
 
-// Names are the fields of uname(2) the commands use.
+// Names are the fields of uname(2).
 type Names struct {
-	Sysname, Release, Machine string
+	Sysname, Nodename, Release, Version, Machine string
 }
 
 // Get returns this kernel's names.
@@ -29,5 +29,6 @@ func Get() (Names, error) {
 	if err := syscall.Uname(&name); err != nil {
 		return Names{}, err
 	}
-	return Names{text(name.Sysname), text(name.Release), text(name.Machine)}, nil
+	return Names{text(name.Sysname), text(name.Nodename), text(name.Release), text(name.Version),
+		text(name.Machine)}, nil
 }
