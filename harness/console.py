@@ -109,6 +109,7 @@ class Console:
         self._eof = False
         self._scanned = 0  # buffer index up to which the current wait's patterns found nothing
         self._bad_scanned = 0  # likewise for the bad patterns
+        self.trouble_reported = False  # a wait has raised a panic or the guest's end to its caller
         self.line_ending = "\r"  # what a Linux tty, U-Boot and firmware all take as Enter
 
     # -- reading -------------------------------------------------------------------------------
@@ -245,6 +246,8 @@ class Console:
 
     def _fail(self, kind: type[GuestError], reason: str, what: str) -> NoReturn:
         self._transcript.note(f"wait for {what!r} failed: {reason}")
+        if kind is not ConsoleTimeout:
+            self.trouble_reported = True  # the caller now knows the guest is dead or broken
         raise kind(reason, self.tail(), what)
 
     @contextlib.contextmanager

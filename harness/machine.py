@@ -258,9 +258,11 @@ class Machine:
         code = self.process.poll()
         if code is None:
             return None
-        panic = self._qmp.panicked() if self._qmp is not None else None
-        if panic is None and self._console is not None:
-            panic = self._console.unreported_bad()
+        panic = None
+        if self._console is None or not self._console.trouble_reported:  # a panic a wait raised is known
+            panic = self._qmp.panicked() if self._qmp is not None else None
+            if panic is None and self._console is not None:
+                panic = self._console.unreported_bad()
         if code == 0 and panic is None:
             return None
         said = " | ".join(self.output().strip().splitlines()[-3:])

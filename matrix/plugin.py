@@ -141,11 +141,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = getattr(item, "fixturenames", ())
         if "vm" in fixtures or "bootmatrix_vms" in fixtures:
             item.add_marker(pytest.mark.vm)
-        callspec = getattr(item, "callspec", None)
-        cell = callspec.params.get("cell") if callspec is not None else None
-        if isinstance(cell, Cell):
-            # With `--dist loadgroup`, one worker takes all tests of an arch and reuses its built image.
-            item.add_marker(pytest.mark.xdist_group(cell.arch))
 
 
 VM_MEMORY_BUDGET = 1.5 * 1024**3  # a guest (512 MiB) + QEMU + TCG's translation cache, with room

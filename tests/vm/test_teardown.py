@@ -48,6 +48,21 @@ def test_inner(vm):
     assert "killed by SIGKILL" in str(result["abnormal"]) and result["stopped_by_harness"] is False
 
 
+def test_a_panic_no_wait_saw_fails_the_test(pytester: pytest.Pytester) -> None:
+    """QEMU exits 0 after a kernel panic under -no-reboot: the exit status says nothing, the console does."""
+    outcome, results = run_inner(pytester, """
+def test_inner(vm):
+    guest = vm()
+    guest.console.sendline("echo c > /proc/sysrq-trigger")
+    guest.machine.process.wait(60)
+""")
+    outcome.assert_outcomes(passed=1, errors=1)
+    outcome.stdout.fnmatch_lines(["*vm: QEMU exited with status 0 on its own before the harness stopped it*"
+                                  "kernel panic*"])
+    (result,) = result_files(results)
+    assert "Kernel panic" in str(result["abnormal"])
+
+
 def test_a_failing_report_step_leaves_no_vm_running(pytester: pytest.Pytester) -> None:
     """The first VM's allure step raises: the test errors naming it, and both VMs were stopped by the
     harness (a leaked QEMU would also fail the session)."""
