@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python bench/net_throughput.py
 	$(BIN)/python bench/vfat_writers.py --stick
 	$(BIN)/python bench/compile_latency.py --build warm
+	$(BIN)/python bench/warm_prepare.py --no-network
 
 report:
 	scripts/make-report

@@ -5,12 +5,17 @@ hashes of everything the recipe reads). Building happens under a per-key file lo
 temporary folder beside the entries, and ends with an atomic rename, so readers see either nothing or
 a complete entry. Each entry carries a manifest with the sha256 of its content tree; that hash is
 checked when the entry is used (once per process), and an entry that fails it is moved aside and
-rebuilt, never used.
+rebuilt, never used. Like git's index, a stamp (`verified.json`) remembers the tree's stat signature
+(every path with its type, mode, size, inode, mtime and ctime) from the last time the content hashed
+right: while the signature is the same, nothing was written to the tree and it is not hashed again
+(a warm run then stats the files instead of reading them); any write changes a ctime, and the tree is
+hashed again.
 
 Layout under the root:
     entries/<key>/manifest.json   name, inputs, content hash, size, created
     entries/<key>/content/...     the artifact
     entries/<key>/last-used       touched on every use, for `cache prune`
+    entries/<key>/verified.json   content hash and stat signature when last verified
     locks/<key>.lock              filelock
     tmp/                          builds in progress and entries moved aside
 """
@@ -77,6 +82,17 @@ def tree_sha256(root: Path) -> str:
             digest.update(f"F {rel} {executable} {file_sha256(path)}\n".encode())
         else:
             raise ValueError(f"unexpected file type in store entry: {path}")
+    return digest.hexdigest()
+
+
+def tree_signature(root: Path) -> str:
+    """sha256 of every path's type, mode, size, inode, mtime and ctime: changes whenever anything in the
+    tree is written, added, removed or replaced, without reading any file."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
+        info = path.lstat()
+        digest.update(f"{path.relative_to(root).as_posix()} {info.st_mode:o} {info.st_size} {info.st_ino} "
+                      f"{info.st_mtime_ns} {info.st_ctime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -160,10 +176,27 @@ class Store:
         if entry.key in self._verified:
             return
         manifest = entry.manifest()
+        signature = tree_signature(entry.content)
+        stamp = entry.root / "verified.json"
+        try:
+            if json.loads(stamp.read_text()) == {"content_sha256": manifest["content_sha256"], "signature": signature}:
+                self._verified.add(entry.key)
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
         actual = tree_sha256(entry.content)
         if actual != manifest["content_sha256"]:
             raise CorruptEntry(f"content hash {actual} != manifest {manifest['content_sha256']}")
+        self._stamp_verified(entry, actual)
         self._verified.add(entry.key)
+
+    @staticmethod
+    def _stamp_verified(entry: Entry, content_sha256: str) -> None:
+        stamp = entry.root / "verified.json"
+        temporary = stamp.with_name(f".verified.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        temporary.write_text(json.dumps({"content_sha256": content_sha256,
+                                         "signature": tree_signature(entry.content)}))
+        os.replace(temporary, stamp)
 
     def _build(self, entry: Entry, name: str, inputs: Mapping[str, Any], build: Builder) -> None:
         staging = self.root / "tmp" / f"{entry.key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -190,6 +223,7 @@ class Store:
             }
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
             os.rename(staging, entry.root)
+            self._stamp_verified(entry, str(manifest["content_sha256"]))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

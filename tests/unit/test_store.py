@@ -105,3 +105,29 @@ def test_prune_removes_unused_entries(tmp_path: Path) -> None:
     removed = store.prune(older_than_days=30)
     assert [e.key for e in removed] == [old.key]
     assert [e.manifest()["name"] for e in store.entries()] == ["new"]
+
+
+def test_an_unchanged_entry_is_not_hashed_again_and_a_changed_one_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stamp spares a warm process from reading the tree; a write, even one that puts the old size
+    and mtime back, changes the ctime, so the tree is hashed again and the entry rebuilt."""
+    import images.store as store_module
+
+    counter = tmp_path / "builds.log"
+    content = Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    real = store_module.tree_sha256
+
+    def no_hashing(root: Path) -> str:
+        raise AssertionError(f"{root} was hashed again")
+
+    monkeypatch.setattr(store_module, "tree_sha256", no_hashing)
+    assert Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter)) == content  # type: ignore[arg-type]
+    monkeypatch.setattr(store_module, "tree_sha256", real)
+
+    payload = content / "payload.bin"
+    before = payload.stat()
+    payload.write_bytes(bytes(b ^ 0xFF for b in payload.read_bytes()))  # same size
+    os.utime(payload, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
+    Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    assert len(counter.read_text().splitlines()) == 2  # rebuilt, never used
