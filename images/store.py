@@ -85,14 +85,19 @@ def tree_sha256(root: Path) -> str:
     return digest.hexdigest()
 
 
+def stat_signature(path: Path) -> list[int]:
+    """Type and mode, size, inode, mtime and ctime: what any write, replacement or chmod changes (a write
+    moves ctime even when size and mtime are put back), read without opening the file."""
+    info = path.lstat()
+    return [info.st_mode, info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns]
+
+
 def tree_signature(root: Path) -> str:
-    """sha256 of every path's type, mode, size, inode, mtime and ctime: changes whenever anything in the
-    tree is written, added, removed or replaced, without reading any file."""
+    """sha256 of every path's stat_signature: changes whenever anything in the tree is written, added,
+    removed or replaced, without reading any file."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
-        info = path.lstat()
-        digest.update(f"{path.relative_to(root).as_posix()} {info.st_mode:o} {info.st_size} {info.st_ino} "
-                      f"{info.st_mtime_ns} {info.st_ctime_ns}\n".encode())
+        digest.update(f"{path.relative_to(root).as_posix()} {stat_signature(path)}\n".encode())
     return digest.hexdigest()
 
 

@@ -126,9 +126,6 @@ class PrivateApt:
             )
         return result.stdout
 
-    def has_lists(self) -> bool:
-        return any((self.dir / "var/lib/apt/lists").glob("*_Packages*"))
-
     def update(self) -> None:
         """Fetch the index; IndexUnusable (naming the file, arch and likely cause) when it cannot be used.
         apt-get update exits 0 on some fetch errors ('W: Failed to fetch'), so its words are read too."""

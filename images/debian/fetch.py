@@ -30,10 +30,9 @@ from filelock import FileLock
 
 from images.debian.apt import AptError
 from images.debian.download import Gone, Wanted, download_all, pool
-from images.debian.lock import Indexes as LockIndexes
-from images.debian.lock import LockedPackage, LockError, Lockfile, resolve_set
+from images.debian.lock import Indexes, LockedPackage, LockError, Lockfile, resolve_set
 from images.debian.mirror import Mirror, MirrorNotFound, find_mirror
-from images.store import Store, file_sha256
+from images.store import Store, file_sha256, stat_signature
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ class DebianFetcher:
         self.resolved_path = self.debs / f"resolved-{lock.suite}.json"
         self._mirror = mirror
         self._http: urllib3.PoolManager | None = None
-        self._index: LockIndexes | None = None
+        self._index: Indexes | None = None
         self.drift: list[Moved] = []  # what this process uses instead of the lock, for reports
 
     # -- what a set is -------------------------------------------------------------------------------
@@ -113,9 +112,9 @@ class DebianFetcher:
             self._mirror = find_mirror()
         return self._mirror
 
-    def index(self) -> LockIndexes:
+    def index(self) -> Indexes:
         if self._index is None:
-            self._index = LockIndexes(self.apt_root, self.mirror(), self.lock.suite)
+            self._index = Indexes(self.apt_root, self.mirror(), self.lock.suite)
         return self._index
 
     def _overrides(self) -> dict[str, dict[str, object]]:
@@ -150,17 +149,12 @@ class DebianFetcher:
     def _stamp(self, package: LockedPackage) -> Path:
         return self.stamps / f"{package.ref.deb_name}.json"
 
-    @staticmethod
-    def _signature(path: Path) -> list[int]:
-        info = path.stat()
-        return [info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns]
-
     def verified(self, package: LockedPackage) -> bool:
         """True when the cached file is the locked one: by its stamp when the file is unchanged since it
         was hashed, else by hashing it again (and stamping it when it passes)."""
         path = self.path(package)
         try:
-            signature = self._signature(path)
+            signature = stat_signature(path)
         except FileNotFoundError:
             return False
         try:
@@ -169,7 +163,7 @@ class DebianFetcher:
                 return True
         except (FileNotFoundError, json.JSONDecodeError):
             pass
-        if signature[0] != package.size or file_sha256(path) != package.sha256:
+        if path.stat().st_size != package.size or file_sha256(path) != package.sha256:
             return False
         self._write_stamp(package)
         return True
@@ -177,7 +171,7 @@ class DebianFetcher:
     def _write_stamp(self, package: LockedPackage) -> None:
         stamp = self._stamp(package)
         temporary = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-        temporary.write_text(json.dumps({"sha256": package.sha256, "signature": self._signature(self.path(package))}))
+        temporary.write_text(json.dumps({"sha256": package.sha256, "signature": stat_signature(self.path(package))}))
         os.replace(temporary, stamp)
 
     def fetch_set(self, set_name: str) -> list[tuple[LockedPackage, Path]]:
