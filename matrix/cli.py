@@ -323,7 +323,7 @@ def _print_check(path: Path, statuses: list[PackageStatus]) -> int:
     """The drift table of one lock; 1 when a locked file is gone (a default run would re-resolve)."""
     table = Table("set", "package", "locked", "index now", "status", "pool file",
                   title=f"{path.name} against the mirror")
-    notes: dict[str, str] = {}
+    notes: dict[str, None] = {}  # each index problem once, in order
     for status in statuses:
         if status.status == "current":
             continue
@@ -333,7 +333,7 @@ def _print_check(path: Path, statuses: list[PackageStatus]) -> int:
                       status.index_version or "-", f"[{colour}]{status.status}[/]",
                       f"HTTP {status.pool_http}" if status.pool_http is not None else "")
         if status.note:
-            notes.setdefault(status.note, status.set_name)
+            notes[status.note] = None
     kinds = ("current", "superseded", "gone", "unknown", "new")
     counts = {kind: sum(s.status == kind for s in statuses) for kind in kinds}
     if table.row_count:
@@ -380,11 +380,6 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--history", type=Path, default=None, help="SQLite metric history (default: user data dir)")
     run.add_argument("--no-history", action="store_true", help="neither record metrics nor check gates")
     run.add_argument("--no-gates", action="store_true", help="record metrics but check no gate")
-    for command in (run, compare := sub.add_parser(
-            "compare", help="boot the firmware cells with two firmware sets, side by side")):
-        command.add_argument(
-            "--locked", action="store_true",
-            help="a locked package gone from the mirror is an error, not re-resolved (also BOOTMATRIX_LOCKED=1)")
     history = sub.add_parser("history", help="trends of the metric history, and plots")
     history.add_argument("--history", type=Path, default=None)
     history.add_argument("--cell", default=None)
@@ -392,6 +387,7 @@ def parser() -> argparse.ArgumentParser:
     history.add_argument("--last", type=int, default=20, help="values per series in the table")
     history.add_argument("--plots", type=Path, default=Path("results/history"), help="where PNG plots go")
     history.set_defaults(func=cmd_history)
+    compare = sub.add_parser("compare", help="boot the firmware cells with two firmware sets, side by side")
     compare.add_argument("matrix", nargs="?", type=Path, default=DEFAULT_MATRIX)
     compare.add_argument("--firmware-set", action="append", default=[], choices=list(FIRMWARE_SETS),
                          help="twice: the baseline, then the candidate")
@@ -400,6 +396,10 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--arch", action="append", default=[])
     compare.add_argument("--results", type=Path, default=Path("results"))
     compare.set_defaults(func=cmd_compare)
+    for command in (run, compare):
+        command.add_argument(
+            "--locked", action="store_true",
+            help="a locked package gone from the mirror is an error, not re-resolved (also BOOTMATRIX_LOCKED=1)")
     lock = sub.add_parser("lock", help="re-resolve the Debian packages of every suite and rewrite the lock files")
     lock.add_argument("--check", action="store_true",
                       help="report drift (superseded, gone, unknown) without writing; exit 1 if a file is gone")
