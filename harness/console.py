@@ -261,6 +261,34 @@ class Console:
         finally:
             self.bad_patterns = saved
 
+    # -- a person at the console (harness/interactive.py) ----------------------------------------
+    @property
+    def fileno(self) -> int:
+        return int(self._spawn.child_fd)
+
+    def read_raw(self, timeout: float) -> str | None:
+        """What arrived within `timeout`, as QEMU sent it (escape sequences kept, for a terminal): ""
+        when nothing did, None at end of file. It goes into the transcript, timelines and buffer too."""
+        if self._eof:
+            return None
+        try:
+            chunk: str = self._spawn.read_nonblocking(65536, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return ""
+        except pexpect.EOF:
+            self._eof = True
+            return None
+        self._feed(chunk)
+        return chunk
+
+    def note(self, text: str) -> None:
+        """A harness remark in the transcript (a detach, a QMP command typed at the console)."""
+        self._transcript.note(text)
+
+    def send_keys(self, text: str) -> None:
+        """A person's keystrokes: sent as they are (the guest's echo is in the transcript already)."""
+        self._spawn.send(text)
+
     # -- writing -------------------------------------------------------------------------------
     def send(self, text: str) -> None:
         self._transcript.note(f"send {text!r}")

@@ -123,6 +123,12 @@ class Machine:
         self._console.timelines.append(self.timeline)
         return self
 
+    def planned_argv(self) -> list[str]:
+        """The argv `start()` would run (for a dry run): file descriptors 3 and 4 stand for the console
+        and QMP socketpairs, which exist only once it starts."""
+        fds = HarnessFds(3, 4, self.workdir / "qemu.pid")
+        return build_argv(self.spec, self.qemu.command(self.spec.arch), self.qemu.data_args(), fds)
+
     def _launch(self, console_theirs: socket.socket, qmp_theirs: socket.socket, qmp_timeout: float) -> None:
         qmp_ours = self._sockets[1]
         pidfile = self.workdir / "qemu.pid"

@@ -39,10 +39,20 @@ class Pflash:
 
 @dataclass(frozen=True)
 class Disk:
+    """A drive. `snapshot`: writes go to a temporary overlay QEMU makes per VM, so the file (an image in
+    the store, or a user's own disk) is never written. interface "scsi-cd" is a CD-ROM on its own
+    virtio-scsi controller: the one CD-ROM every board here has (q35's AHCI aside), and one that SeaBIOS,
+    OVMF, AAVMF and edk2 for riscv64 all boot El Torito images from."""
+
     path: Path
-    snapshot: bool = True  # writes go to a temporary overlay: the image in the store is never changed
+    snapshot: bool = True
     interface: str = "virtio-blk-pci"
     readonly: bool = False
+    format: str = "raw"  # raw | qcow2: always said, never probed by QEMU
+
+    @property
+    def cdrom(self) -> bool:
+        return self.interface == "scsi-cd"
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class MachineSpec:
     kernel: Path | None = None
     initrd: Path | None = None
     append: str | None = None
+    dtb: Path | None = None
     bios: Path | None = None
     pflash: tuple[Pflash, ...] = ()
     disks: tuple[Disk, ...] = ()
@@ -81,7 +92,9 @@ class HarnessFds:
 
 def validate(spec: MachineSpec) -> None:
     """Refuse what cannot boot, with a clear reason, before anything is started."""
-    for item in (spec.kernel, spec.initrd, spec.bios, *(f.path for f in spec.pflash), *(d.path for d in spec.disks)):
+    files = (spec.kernel, spec.initrd, spec.dtb, spec.bios, *(f.path for f in spec.pflash),
+             *(d.path for d in spec.disks))
+    for item in files:
         if item is not None and not item.exists():
             raise SpecError(f"{spec.describe()}: {item} does not exist")
     required = PFLASH_SIZE.get((spec.arch, spec.machine))
@@ -124,7 +137,11 @@ def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds:
         argv += ["-bios", str(spec.bios)]
     argv += pflash_args(spec)
     for index, disk in enumerate(spec.disks):
-        options = f"file={disk.path},format=raw,if=none,id=disk{index}"
+        options = f"file={disk.path},format={disk.format},if=none,id=disk{index}"
+        if disk.cdrom:
+            argv += ["-drive", f"{options},media=cdrom,readonly=on", "-device", f"virtio-scsi-pci,id=scsi{index}",
+                     "-device", f"scsi-cd,drive=disk{index},bus=scsi{index}.0,bootindex={index}"]
+            continue
         options += ",snapshot=on" if disk.snapshot else ""
         options += ",readonly=on" if disk.readonly else ""
         argv += ["-drive", options, "-device", f"{disk.interface},drive=disk{index}"]
@@ -134,6 +151,8 @@ def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds:
         argv += ["-initrd", str(spec.initrd)]
     if spec.append:
         argv += ["-append", spec.append]
+    if spec.dtb:
+        argv += ["-dtb", str(spec.dtb)]
     for device in spec.devices:
         argv += ["-device", device]
     argv += nic_args(spec.nics)

@@ -1,13 +1,19 @@
 """`bootmatrix`: the main job and the maintenance commands.
 
-    bootmatrix run [MATRIX] [--cell ID] [--arch A] [--locked]
+    bootmatrix run [MATRIX] [--cell ID] [--arch A] [--locked] [--dry-run]
                                                       boot cells, print the table, exit 1 if any failed
+    bootmatrix run --arch A [--firmware F] --kernel K [--initrd I] [--append ...] [--ready REGEX]
+                                                      the same for one cell of your own files (--iso,
+                                                      --disk, --efi, --code/--vars, --bios, ...)
+    bootmatrix console CELL | console --arch A --kernel K ...
+                                                      boot a cell with this terminal on its console
     bootmatrix compare --firmware-set bookworm --firmware-set trixie [--repeat 3]
                                                       firmware regression check, exit 1 on a regression
     bootmatrix list [MATRIX]                          the cells of a matrix
     bootmatrix history [--cell ID] [--metric M]       trends of the metric history, PNG plots
-    bootmatrix lock [--check]                         re-resolve the Debian packages and rewrite the lock
-                                                      (--check: report drift, write nothing)
+    bootmatrix lock [--check] [--add NAME[:ARCH]]     re-resolve the Debian packages and rewrite the lock
+                                                      (--check: report drift, write nothing; --add: lock
+                                                      one more package for a `deb = ...` artifact)
     bootmatrix cache list | cache prune [--older-than DAYS | --all]
 """
 
@@ -16,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -30,12 +38,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from harness.accel import clear_verdicts
+from harness.interactive import attach
 from harness.machine import Machine
+from images.artifacts import ArtifactError, artifact_set
 from images.debian.apt import AptError
 from images.debian.download import pool as download_pool
 from images.debian.drift import PackageStatus, check_lock
 from images.debian.fetch import moved
-from images.debian.lock import FIRMWARE_SUITES, Indexes, LockError, Lockfile, lock_path, resolve_lock
+from images.debian.lock import (
+    DEFAULT_SUITE,
+    FIRMWARE_SUITES,
+    Indexes,
+    LockError,
+    Lockfile,
+    add_package,
+    lock_path,
+    resolve_lock,
+)
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
 from images.tools import BuildError
@@ -50,20 +69,74 @@ from matrix.model import (
     CompileBudget,
     GateSpec,
     MatrixError,
+    cell_from_options,
     load_compile_budget,
     load_gates,
     load_matrix,
     select,
 )
-from matrix.profiles import needs_firmware_set
+from matrix.profiles import DIRECT_FIRMWARE, needs_firmware_set
 from matrix.report import junit_xml, plot_history, timeline_svg
 
 # Wide enough for the table when output is a log file or CI, not a terminal.
 out = Console() if sys.stdout.isatty() else Console(width=160)
 
 
+ARTIFACT_OPTIONS = ("kernel", "initrd", "dtb", "iso", "disk", "efi", "code", "vars", "bios")
+# The firmware a file-less cell boots with when --firmware is not given: QEMU's direct kernel boot of
+# the arch for a kernel, else the firmware that boots disks and CDs (UEFI for an EFI application).
+FROM_DISK_FIRMWARE = {"x86_64": "seabios", "aarch64": "aavmf", "riscv64": "edk2"}
+EFI_FIRMWARE = {"x86_64": "ovmf", "aarch64": "aavmf", "riscv64": "edk2"}
+
+
+def _artifact_cell(args: argparse.Namespace) -> Cell | None:
+    """The one cell the artifact options describe (`run --arch riscv64 --kernel ./Image ...`), or None
+    when no artifact option is given (the cells come from a matrix file)."""
+    if not any(getattr(args, key, None) for key in ARTIFACT_OPTIONS):
+        return None
+    if len(args.arch) != 1:
+        raise MatrixError("command line: --arch: give exactly one arch for a cell of your own artifacts")
+    arch = args.arch[0]
+    firmware = args.firmware
+    if firmware is None and arch in FROM_DISK_FIRMWARE:
+        firmware = (DIRECT_FIRMWARE[arch] if args.kernel else EFI_FIRMWARE[arch] if args.efi
+                    else FROM_DISK_FIRMWARE[arch])
+    login = None
+    if args.login:
+        user, _, password = args.login.partition(":")
+        login = {"user": user, "password": password}
+    values = {key: getattr(args, key) for key in ARTIFACT_OPTIONS} | {
+        "arch": arch, "firmware": firmware, "append": args.append, "ready": args.ready, "login": login,
+        "bad": tuple(args.bad), "console": args.console_device, "machine_options": tuple(args.machine_option),
+        "timeout": args.timeout, "name": args.name, "memory_mib": args.memory, "smp": args.smp,
+    }
+    return cell_from_options(values, Path.cwd())
+
+
 def _cells(args: argparse.Namespace) -> list[Cell]:
+    own = _artifact_cell(args) if hasattr(args, "kernel") else None
+    if own is not None:
+        return [own]
     return select(load_matrix(args.matrix), args.arch or None, args.cell or None)
+
+
+def _add_artifact_options(command: argparse.ArgumentParser) -> None:
+    """A cell of the user's own files on the command line, with the keys of a matrix file's cell."""
+    group = command.add_argument_group(
+        "your own artifact (instead of a matrix file; README 'Bring your own image')")
+    group.add_argument("--firmware", help="firmware of the arch (default: direct kernel boot, or the disk/UEFI one)")
+    for key in ARTIFACT_OPTIONS:
+        group.add_argument(f"--{key}", metavar="PATH", help=f"{key} file (relative to this folder)")
+    group.add_argument("--append", default="", help="kernel command line (console=<the arch's serial> is added)")
+    group.add_argument("--ready", help="regex that means booted (default: a shell answers)")
+    group.add_argument("--login", metavar="USER[:PASSWORD]", help="log in at a login: prompt, then expect a shell")
+    group.add_argument("--bad", action="append", default=[], metavar="REGEX", help="fail at once on this output")
+    group.add_argument("--console-device", help="the kernel's console device (\"\" for no console= option)")
+    group.add_argument("--machine-option", action="append", default=[], help="added to -machine, e.g. acpi=off")
+    group.add_argument("--timeout", type=float, help="seconds to readiness before it is a hang")
+    group.add_argument("--name", help="the cell id's last part")
+    group.add_argument("--memory", type=int, default=512, help="MiB of guest memory")
+    group.add_argument("--smp", type=int, default=1)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -105,6 +178,9 @@ def _run_cell(lab: Lab, cell: Cell, folder: Path, budget: CompileBudget | None =
         return row
     except BuildError as error:  # this cell fails with the tool's words; the other cells go on
         row.update(result="fail", reason=" ".join(str(error).split())[:600], build_error=str(error))
+        return row
+    except ArtifactError as error:  # a user's file that cannot be had: this cell fails, naming it
+        row.update(result="fail", reason=str(error).splitlines()[0])
         return row
     record = outcome.record
     row.update(
@@ -171,8 +247,24 @@ def _breaches(row: dict[str, object]) -> list[str]:
     return [str(b) for b in found] if isinstance(found, list) else []
 
 
+def cmd_dry_run(cells: list[Cell], lab: Lab, folder: Path) -> int:
+    """Print the QEMU argv of each cell (its files fetched and built as a real run would); boot nothing."""
+    for cell in cells:
+        try:
+            machine, _ = lab.machine(cell, folder / cell.id)
+        except (Unavailable, BuildError, ArtifactError) as error:
+            out.print(f"[red]{error}[/]")
+            return 1
+        print(f"# {cell.id} (fds 3 and 4 stand for the harness's console and QMP socketpairs)")
+        print(shlex.join(machine.planned_argv()))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cells = _cells(args)
+    if args.dry_run:
+        with tempfile.TemporaryDirectory(prefix="bootmatrix-dry-run-") as scratch:
+            return cmd_dry_run(cells, Lab(locked=args.locked or None), Path(scratch))
     gates = {} if args.no_gates else load_gates(args.matrix)
     budget = None if args.no_gates else load_compile_budget(args.matrix)
     history = None if args.no_history else History(args.history)
@@ -222,6 +314,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.print(f"Report: {folder} (summary.json, junit.xml, <cell>/console.log, argv.txt, timeline.svg)")
     passed = bool(rows) and all(r["result"] == "pass" for r in rows)
     return 0 if passed and not breaches else 1
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """Boot one cell and attach the terminal to its serial console (harness/interactive.py)."""
+    own = _artifact_cell(args)
+    if own is not None:
+        cell = own
+    else:
+        if not args.cell_id:
+            raise MatrixError("give a cell id (see `bootmatrix list`) or your own artifact (--kernel, --iso, ...)")
+        cell = select(load_matrix(args.matrix), None, [args.cell_id])[0]
+    folder = args.results / datetime.now().strftime("console-%Y%m%d-%H%M%S")
+    lab = Lab(locked=args.locked or None)
+    try:
+        machine, record = lab.machine(cell, folder / cell.id)
+    except (Unavailable, BuildError, ArtifactError) as error:
+        out.print(f"[red]cannot start: {error}[/]")
+        return 1
+    out.print(f"{cell.id}: {record.accel}, {record.qemu} QEMU {record.qemu_version}; logs in {machine.workdir}")
+    with machine:
+        session = attach(machine)
+        machine.stop(check=False)
+    out.print(f"{'detached' if session.detached else 'guest ended'}: {session.reason}")
+    out.print(f"Report: {machine.workdir} (console.log, argv.txt, qmp-events.jsonl, qmp-commands.jsonl)")
+    return 0 if session.detached or "powered off" in session.reason else 1
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -293,7 +410,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     store = Store()
     mirror = find_mirror()
     worst = 0
-    for suite in args.suite or FIRMWARE_SUITES:
+    for suite in args.suite or ([DEFAULT_SUITE] if args.add else FIRMWARE_SUITES):
         path = lock_path(suite)
         index = Indexes(store.root / "apt", mirror, suite)
         try:
@@ -306,6 +423,16 @@ def cmd_lock(args: argparse.Namespace) -> int:
                 worst = max(worst, 1)
                 continue
             worst = max(worst, _print_check(path, check_lock(previous, index, download_pool())))
+            continue
+        if args.add:
+            if previous is None:
+                raise LockError(f"{path} is missing or malformed: run `bootmatrix lock` first")
+            for spec in args.add:
+                package = add_package(index, previous, spec, artifact_set)
+                out.print(f"added {package.name}:{package.arch} {package.version} as set "
+                          f"{artifact_set(package.name, package.arch)}")
+            previous.write()
+            out.print(f"wrote {path}")
             continue
         resolution = resolve_lock(index, path, previous)
         for name, why in resolution.kept.items():
@@ -376,6 +503,8 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--arch", action="append", default=[])
         command.set_defaults(func=func)
     run = sub.choices["run"]
+    _add_artifact_options(run)
+    run.add_argument("--dry-run", action="store_true", help="print each cell's QEMU argv; boot nothing")
     run.add_argument("--results", type=Path, default=Path("results"))
     run.add_argument("--history", type=Path, default=None, help="SQLite metric history (default: user data dir)")
     run.add_argument("--no-history", action="store_true", help="neither record metrics nor check gates")
@@ -396,7 +525,14 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--arch", action="append", default=[])
     compare.add_argument("--results", type=Path, default=Path("results"))
     compare.set_defaults(func=cmd_compare)
-    for command in (run, compare):
+    console = sub.add_parser("console", help="boot one cell and attach this terminal to its serial console")
+    console.add_argument("cell_id", nargs="?", help="a cell of the matrix file (or give your own artifact)")
+    console.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX)
+    console.add_argument("--arch", action="append", default=[])
+    console.add_argument("--results", type=Path, default=Path("results"))
+    _add_artifact_options(console)
+    console.set_defaults(func=cmd_console)
+    for command in (run, compare, console):
         command.add_argument(
             "--locked", action="store_true",
             help="a locked package gone from the mirror is an error, not re-resolved (also BOOTMATRIX_LOCKED=1)")
@@ -404,6 +540,8 @@ def parser() -> argparse.ArgumentParser:
     lock.add_argument("--check", action="store_true",
                       help="report drift (superseded, gone, unknown) without writing; exit 1 if a file is gone")
     lock.add_argument("--suite", action="append", default=[], choices=list(FIRMWARE_SUITES))
+    lock.add_argument("--add", action="append", default=[], metavar="NAME[:ARCH][=VERSION]",
+                      help="lock one more package (for a matrix's `deb = ...` artifact), keeping the rest as it is")
     lock.set_defaults(func=cmd_lock)
     cache = sub.add_parser("cache")
     cache.add_argument("action", choices=["list", "prune"])

@@ -11,16 +11,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from arches import ARCHES as ARCH_TABLE
 from arches import NAMES
 from harness.accel import ProbeKernel, choose_accel
 from harness.deadline import Deadline
-from harness.errors import MachineError
+from harness.errors import ConsoleTimeout, MachineError
 from harness.machine import Machine
 from harness.net import Nic
 from harness.qemu import QemuInstall, QemuNotFound
 from harness.spec import MachineSpec, machine_args, pflash_args
 from harness.timeline import Timeline
 from harness.timeouts import scaled
+from images.artifacts import ArtifactSource, efi_disk, find_locked, resolve
 from images.debian.fetch import DebianFetcher, FetchError, Moved
 from images.debian.lock import (
     LockError,
@@ -40,9 +42,11 @@ from images.recipes.qemu import pinned_qemu_prefix
 from images.recipes.stick import StickError, build_stick
 from images.store import Store
 from matrix.history import configuration_hash
-from matrix.model import DEFAULT_FIRMWARE_SET, Cell
+from matrix.model import DEFAULT_FIRMWARE_SET, Cell, Login
 from matrix.profiles import CONSOLE, TIMELINE_PHASES, BootMedia, needs_firmware_set, spec_for
 
+LOGIN_PROMPT = r"(?m)login: *$"
+PASSWORD_PROMPT = r"(?m)[Pp]assword: *$"
 BOOT_BUDGET_TCG = 120.0  # seconds to the shell under TCG (UEFI on aarch64 is the slowest); a hang, not a gate
 ARCHES = NAMES
 
@@ -167,9 +171,38 @@ class Lab:
 
     def media(self, cell: Cell) -> BootMedia:
         firmware = self.firmware(cell.firmware_set) if needs_firmware_set(cell) else None
+        if cell.artifact_cell:
+            return BootMedia(self.own_image(cell), firmware, None, self.artifacts(cell))
         if cell.image == "gosource":
             return BootMedia(self.image(cell.arch, cell.image), firmware, self.gosource().stick)
         return BootMedia(self.image(cell.arch), firmware, self.stick() if cell.media == "stick" else None)
+
+    def own_image(self, cell: Cell) -> MinimalImage | None:
+        """Our minimal image of the cell's arch when an artifact cell borrows its kernel or initramfs."""
+        borrowed = [a for a in (cell.kernel, cell.initrd) if a is not None and a.image is not None]
+        return self.image(cell.arch) if borrowed else None
+
+    def artifacts(self, cell: Cell) -> dict[str, Path]:
+        """The local file of each artifact of a cell: fetched, verified and stored as needed. A file
+        that cannot be had is ArtifactError naming the cell, the key and the source."""
+        files: dict[str, Path] = {}
+        image = self.own_image(cell)
+        for key, artifact in cell.artifacts().items():
+            what = f"{cell.id}: {key}"
+            if artifact.image is not None:
+                assert image is not None
+                files[key] = image.kernel if key == "kernel" else image.initrd
+                continue
+            fetcher = self.fetcher() if artifact.deb is not None else None
+            source = ArtifactSource(
+                path=Path(artifact.path) if artifact.path is not None and artifact.deb is None else None,
+                url=artifact.url, sha256=artifact.sha256, deb=artifact.deb,
+                member=artifact.path if artifact.deb is not None else None,
+            )
+            files[key] = resolve(source, what, self.store, fetcher, ARCH_TABLE[cell.arch].debian)
+        if "efi" in files:
+            files["efi"] = efi_disk(self.store, files["efi"], ARCH_TABLE[cell.arch].efi_name[1], f"{cell.id}: efi")
+        return files
 
     def spec(self, cell: Cell, accel: str, nics: tuple[Nic, ...] = ()) -> MachineSpec:
         """The cell's MachineSpec; Unavailable when its firmware is missing or its QEMU refuses the shape."""
@@ -212,9 +245,12 @@ class Lab:
         record.packages = self.package_versions(cell)
         record.package_drift = [str(m) for m in self.drift()]
         record.config = configuration(cell, spec, record, booted=True)
-        image = self.image(cell.arch, cell.image)
-        timeline = Timeline([*TIMELINE_PHASES, ("init", image.ready_marker)])
-        machine = Machine(spec, qemu, workdir, name=name, timeline=timeline, bad_patterns=dict(image.bad_patterns))
+        image = self.own_image(cell) if cell.artifact_cell else self.image(cell.arch, cell.image)
+        bad = dict(image.bad_patterns) if image is not None else {}
+        bad |= {f"matrix bad pattern {pattern!r}": pattern for pattern in cell.bad}
+        marker = ready_pattern(cell, image)
+        timeline = Timeline([*TIMELINE_PHASES, *((("init", marker),) if marker else ())])
+        machine = Machine(spec, qemu, workdir, name=name, timeline=timeline, bad_patterns=bad)
         return machine, record
 
     def package_versions(self, cell: Cell) -> dict[str, str]:
@@ -222,6 +258,12 @@ class Lab:
         library closure), as really used: the lock's, or the re-resolved ones after drift."""
         fetcher = self.fetcher()
         sets = [kernel_set(cell.arch), busybox_set(cell.arch)]
+        if cell.artifact_cell:
+            sets = sets if self.own_image(cell) is not None else []
+            for artifact in cell.artifacts().values():
+                if artifact.deb is not None:
+                    set_name, _ = find_locked(fetcher, artifact.deb, ARCH_TABLE[cell.arch].debian)
+                    sets.append(set_name)
         if cell.image == "gosource":
             sets += [go_set(cell.arch), shell_set(cell.arch)]
         versions = {p.name: p.version for name in sets for p in fetcher.packages(name)}
@@ -234,17 +276,34 @@ class Lab:
         return [m for fetcher in self._fetchers.values() for m in fetcher.drift]
 
     def boot_budget(self, cell: Cell, accel: str) -> float:
-        return scaled(BOOT_BUDGET_TCG, cell.arch, accel)
+        """Seconds to readiness before it is a hang: the cell's own `timeout`, else the arch's budget."""
+        return cell.timeout if cell.timeout is not None else scaled(BOOT_BUDGET_TCG, cell.arch, accel)
 
-    def boot(self, machine: Machine, record: BootRecord, deadline: Deadline) -> BootRecord:
-        """Start (if needed) and wait for the image's readiness marker and a shell that answers."""
+    def boot(self, machine: Machine, record: BootRecord, deadline: Deadline, cell: Cell | None = None) -> BootRecord:
+        """Start (if needed) and wait until the cell is ready: our image's readiness marker and a shell
+        that answers; or an artifact cell's `ready` pattern, then its login and shell when it has them.
+        A wait that ends without it names the last boot phase seen."""
         if machine.process is None:
             machine.start()
-        marker = self.image(machine.spec.arch).ready_marker
+        if cell is not None and cell.artifact_cell:
+            image = self.own_image(cell)
+        else:
+            image = self.image(machine.spec.arch)
+        marker = ready_pattern(cell, image)
         try:
-            machine.console.expect(marker, deadline, what="readiness marker")
-            machine.console.wait_shell(deadline)
+            if marker:
+                machine.console.expect(marker, deadline, what="readiness marker" if image else f"ready {marker!r}")
+            if cell is not None and cell.login is not None:
+                log_in(machine, cell.login, deadline)
+            if expects_shell(cell):
+                machine.console.wait_shell(deadline)
             machine.timeline.mark("ready", time.monotonic() - machine.t0)
+        except ConsoleTimeout as error:
+            seen = machine.timeline.as_dict()
+            last = max(seen, key=lambda phase: seen[phase]) if seen else None
+            phase = f"last boot phase seen: {last} at {seen[last]:.2f} s" if last else (
+                "no boot phase seen (no firmware, loader or kernel output recognised)")
+            raise ConsoleTimeout(f"{error.reason}; {phase}", error.tail, error.waited_for) from None
         finally:
             record.milestones = machine.timeline.as_dict()
             (machine.workdir / "boot.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
@@ -259,12 +318,38 @@ class Lab:
         budget = self.boot_budget(cell, record.accel)
         try:
             with machine:
-                self.boot(machine, record, Deadline.after(budget))
-                output, code = machine.console.run("echo $((6*7))", Deadline.after(budget))
-                if (output, code) != ("42", 0):
-                    return BootOutcome(record, False, f"shell answered {output!r} / {code}, not '42' / 0", workdir)
+                self.boot(machine, record, Deadline.after(budget), cell)
+                if expects_shell(cell):
+                    output, code = machine.console.run("echo $((6*7))", Deadline.after(budget))
+                    if (output, code) != ("42", 0):
+                        return BootOutcome(record, False, f"shell answered {output!r} / {code}, not '42' / 0",
+                                           workdir)
                 if then is not None:
                     then(machine, record)
         except MachineError as error:
             return BootOutcome(record, False, str(error).splitlines()[0], workdir)
         return BootOutcome(record, True, "", workdir)
+
+
+def ready_pattern(cell: Cell | None, image: MinimalImage | None) -> str | None:
+    """What readiness looks like on the console before any shell probe: the cell's `ready` regex, a
+    login prompt when it logs in, our image's marker, or nothing (a shell that answers is enough)."""
+    if cell is not None and cell.ready is not None:
+        return cell.ready
+    if cell is not None and cell.login is not None:
+        return LOGIN_PROMPT
+    return image.ready_marker if image is not None else None
+
+
+def expects_shell(cell: Cell | None) -> bool:
+    """Whether readiness ends with a shell that answers: always for our images; for an artifact cell
+    when it logs in or names no `ready` pattern (a banner or an installer's screen has no shell)."""
+    return cell is None or not cell.artifact_cell or cell.login is not None or cell.ready is None
+
+
+def log_in(machine: Machine, login: Login, deadline: Deadline) -> None:
+    """Answer a login prompt (already seen) with the user, and the password prompt if one comes."""
+    machine.console.sendline(login.user)
+    if login.password:
+        machine.console.expect(PASSWORD_PROMPT, deadline, what="password prompt")
+        machine.console.sendline(login.password)

@@ -7,9 +7,10 @@ from the cell's values and stable across runs.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,12 +35,81 @@ class MatrixError(Exception):
     pass
 
 
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class Artifact(BaseModel):
+    """A user's file for a cell (matrix keys kernel, initrd, dtb, iso, disk, efi, code, vars, bios).
+
+    In TOML either a string (a path, relative to the matrix file) or a table with exactly one source:
+    `path`; `url` + `sha256` (downloaded once into the store, refused on a mismatch); `deb` + `path`
+    (a file of a Debian package in the lock: `bootmatrix lock --add NAME`); or `image = "minimal"`,
+    this project's own kernel or initramfs of the cell's arch (a user's kernel with our initramfs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    deb: str | None = None
+    image: Literal["minimal"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        return {"path": str(value)} if isinstance(value, str | Path) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Artifact:
+        sources = [k for k in ("url", "deb", "image") if getattr(self, k) is not None]
+        if self.path is not None and self.deb is None:
+            sources.append("path")
+        if len(sources) != 1:
+            raise ValueError("give exactly one source: a path, url + sha256, deb + path, or image = \"minimal\""
+                             + (f" (got {', '.join(sources)})" if sources else ""))
+        if self.url is not None and (self.sha256 is None or not SHA256.match(self.sha256)):
+            raise ValueError("url needs sha256 = \"<64 hex digits>\" (the download is verified against it)")
+        if self.sha256 is not None and self.url is None:
+            raise ValueError("sha256 applies to url only")
+        if self.deb is not None and not self.path:
+            raise ValueError("deb needs path, the file inside the package (e.g. path = \"usr/lib/ipxe/ipxe.iso\")")
+        return self
+
+    def relative_to(self, folder: Path) -> Artifact:
+        """The artifact with a relative local path made absolute against `folder` (the matrix file's)."""
+        if self.path is None or self.deb is not None or Path(self.path).is_absolute():
+            return self
+        return self.model_copy(update={"path": str((folder / self.path).resolve())})
+
+    def label(self) -> str:
+        """A short name for the cell id: the file's stem (ipxe.iso -> ipxe)."""
+        if self.image is not None:
+            return self.image
+        name = PurePosixPath(self.path or self.url or "").name
+        return name.split(".")[0] or "artifact"
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: str
+    password: str = ""
+
+
+# Keys naming a user's files, and the media each boots through (the first one present decides).
+BOOT_ARTIFACTS = {"kernel": "direct", "iso": "iso", "disk": "disk", "efi": "efi"}
+ARTIFACT_KEYS = ("kernel", "initrd", "dtb", "iso", "disk", "efi", "code", "vars", "bios")
+# Firmware that starts an EFI application from removable media (U-Boot has an EFI boot manager too).
+UEFI_FIRMWARE = frozenset({"ovmf", "ovmf-secboot", "aavmf", "edk2", "uboot"})
+FIRMWARE_FILES = {"code": "flash (edk2 CODE)", "vars": "flash (edk2 VARS)", "bios": "-bios"}
+
+
 class Cell(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: Arch
     firmware: str
-    media: Literal["direct", "stick"] = "direct"
+    media: Literal["direct", "stick", "iso", "disk", "efi"] = "direct"
     image: Literal["minimal", "gosource"] = "minimal"
     firmware_set: Literal["trixie", "bookworm"] = "trixie"
     qemu: Literal["pinned", "host"] = "pinned"
@@ -47,12 +117,47 @@ class Cell(BaseModel):
     memory_mib: int = Field(512, ge=64, le=16384)
     smp: int = Field(1, ge=1, le=8)
     append: str = ""
+    # Bring your own artifact (README "Bring your own image"): a cell with one of kernel/iso/disk/efi
+    # boots the user's file instead of this project's images.
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+-]+$")  # the cell id's last part
+    kernel: Artifact | None = None
+    initrd: Artifact | None = None
+    dtb: Artifact | None = None
+    iso: Artifact | None = None
+    disk: Artifact | None = None
+    efi: Artifact | None = None
+    code: Artifact | None = None
+    vars: Artifact | None = None
+    bios: Artifact | None = None
+    ready: str | None = None  # a regex that means "booted" (default: a shell that answers)
+    login: Login | None = None  # answered at a login prompt, then a shell is expected
+    bad: tuple[str, ...] = ()  # more regexes that fail the boot at once
+    console: str | None = None  # the kernel's console device (console=...); "" adds none
+    machine_options: tuple[str, ...] = ()  # added to -machine (e.g. "acpi=off")
+    timeout: float | None = Field(None, gt=0)  # seconds to readiness before it is a hang
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_of_artifacts(cls, values: object) -> object:
+        if isinstance(values, dict) and "media" not in values:
+            for key, media in BOOT_ARTIFACTS.items():
+                if values.get(key) is not None:
+                    return {**values, "media": media}
+        return values
 
     @model_validator(mode="after")
     def _supported(self) -> Cell:
         firmwares = SUPPORTED[self.arch]
         if self.firmware not in firmwares:
             raise ValueError(f"firmware {self.firmware!r} is not available for {self.arch} (have: {sorted(firmwares)})")
+        if (self.arch, self.firmware) in NO_FIRMWARE and self.firmware_set != DEFAULT_FIRMWARE_SET:
+            raise ValueError(f"firmware_set does not apply to {self.arch}/{self.firmware}, which boots no firmware")
+        if self.artifact_cell:
+            self._check_artifacts(firmwares[self.firmware])
+            return self
+        for key in ("ready", "login", "console", "name", "initrd", "dtb", "code", "vars", "bios"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key} applies to cells that boot their own artifact (kernel, iso, disk, efi)")
         if self.media not in firmwares[self.firmware]:
             raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
         if self.append and self.media == "stick":
@@ -60,12 +165,53 @@ class Cell(BaseModel):
                 "append applies to direct boots only: a stick cell boots the loader entries written on the stick, "
                 "which every stick cell shares (put kernel arguments in a media = \"direct\" cell)"
             )
-        if (self.arch, self.firmware) in NO_FIRMWARE and self.firmware_set != DEFAULT_FIRMWARE_SET:
-            raise ValueError(f"firmware_set does not apply to {self.arch}/{self.firmware}, which boots no firmware")
         return self
 
     @property
+    def artifact_cell(self) -> bool:
+        """Whether the cell boots a user's file (kernel, iso, disk or efi) rather than our images."""
+        return any(getattr(self, key) is not None for key in BOOT_ARTIFACTS)
+
+    def artifacts(self) -> dict[str, Artifact]:
+        return {key: value for key in ARTIFACT_KEYS if (value := getattr(self, key)) is not None}
+
+    def _check_artifacts(self, media_of_firmware: frozenset[str]) -> None:
+        boots = [key for key in BOOT_ARTIFACTS if getattr(self, key) is not None]
+        if len(boots) > 1 and not (set(boots) <= {"kernel", "disk"}):
+            raise ValueError(f"one of kernel, iso, disk, efi boots a cell (got {', '.join(boots)}); a kernel may "
+                             "come with a disk")
+        if BOOT_ARTIFACTS[boots[0]] != self.media:
+            raise ValueError(f"media {self.media!r} does not match {boots[0]} (which boots as "
+                             f"{BOOT_ARTIFACTS[boots[0]]!r}): leave media out")
+        direct = "direct" in media_of_firmware
+        from_disk = "stick" in media_of_firmware
+        if self.media == "direct" and not direct:
+            raise ValueError(f"{self.arch}/{self.firmware} cannot load a kernel directly (it boots from disks)")
+        if self.media in ("iso", "disk", "efi") and not from_disk:
+            raise ValueError(f"{self.arch}/{self.firmware} boots no {self.media}: it loads a kernel directly")
+        if self.media == "efi" and self.firmware not in UEFI_FIRMWARE:
+            raise ValueError(f"efi needs UEFI firmware; {self.firmware} is not (UEFI here: {sorted(UEFI_FIRMWARE)})")
+        for key in ("initrd", "dtb"):
+            if getattr(self, key) is not None and self.kernel is None:
+                raise ValueError(f"{key} needs kernel")
+        if self.append and self.kernel is None:
+            raise ValueError("append needs kernel (the firmware or the ISO's own loader gives a command line)")
+        if self.media == "stick" or self.image != "minimal":
+            raise ValueError("a cell with its own artifact has no image or stick of ours")
+        if self.kernel is not None and self.kernel.image is not None and self.initrd is None:
+            raise ValueError("kernel = {image = \"minimal\"} is ours: bring an initrd, or drop the kernel key")
+        if (self.code is None) != (self.vars is None) and self.code is None:
+            raise ValueError("vars needs code (the flash bank it belongs to)")
+        for key in ("iso", "disk", "efi", "code", "vars", "bios", "dtb"):
+            artifact = getattr(self, key)
+            if artifact is not None and artifact.image is not None:
+                raise ValueError(f"{key}: image = {artifact.image!r} is for kernel and initrd only")
+
+    @property
     def id(self) -> str:
+        if self.artifact_cell:
+            label = self.name or next(getattr(self, k) for k in BOOT_ARTIFACTS if getattr(self, k)).label()
+            return f"{self.arch}-{self.firmware}-{self.media}-{label}"
         suffix = "" if self.image == "minimal" else f"-{self.image}"
         suffix += "" if self.firmware_set == DEFAULT_FIRMWARE_SET else f"-{self.firmware_set}"
         suffix += "" if self.qemu == "pinned" else f"-{self.qemu}"
@@ -156,15 +302,46 @@ def _load(path: Path) -> tuple[list[Cell], dict[str, GateSpec], CompileBudget | 
     for index, values in enumerate(document.cell):
         merged = {**document.defaults, **values}
         try:
-            cells.append(Cell.model_validate(merged))
+            cell = Cell.model_validate(merged)
         except ValidationError as error:
             raise MatrixError(_format(path, error, prefix=f"cell[{index}]")) from None
+        cells.append(with_local_paths(cell, path.parent, f"{path}: cell[{index}]"))
     seen: dict[str, int] = {}
     for index, cell in enumerate(cells):
         if cell.id in seen:
             raise MatrixError(f"{path}: cell[{index}]: duplicate cell id {cell.id!r} (same as cell[{seen[cell.id]}])")
         seen[cell.id] = index
     return sorted(cells, key=lambda c: c.id), dict(document.gates), document.compile_budget
+
+
+def with_local_paths(cell: Cell, folder: Path, where: str, key_format: str = "{where}.{key}") -> Cell:
+    """The cell with its local artifact paths made absolute against `folder`; a file that is not there
+    is a MatrixError naming `where`, the key and the path, before anything is built or started."""
+    update: dict[str, Artifact] = {}
+    for key, artifact in cell.artifacts().items():
+        absolute = artifact.relative_to(folder)
+        if absolute.path is not None and absolute.deb is None and not Path(absolute.path).is_file():
+            given = f" (given as {artifact.path!r})" if artifact.path != absolute.path else ""
+            name = key_format.format(where=where, key=key)
+            raise MatrixError(f"{name}: {absolute.path} does not exist{given}")
+        update[key] = absolute
+    return cell.model_copy(update=update) if update else cell
+
+
+def cell_from_options(values: Mapping[str, object], folder: Path) -> Cell:
+    """A cell from command-line options (`bootmatrix run --arch riscv64 --kernel ./Image ...`): the
+    same keys as a matrix file, local paths relative to `folder`; errors name the option."""
+    given = {key: value for key, value in values.items() if value not in (None, (), [])}
+    try:
+        cell = Cell.model_validate(given)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            key = str(problem["loc"][0]).replace("_", "-") if problem["loc"] else ""
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"command line: --{key}: {message}" if key else f"command line: {message}")
+        raise MatrixError("\n".join(lines)) from None
+    return with_local_paths(cell, folder, "command line", "{where}: --{key}")
 
 
 def _format(path: Path, error: ValidationError, prefix: str = "") -> str:

@@ -33,6 +33,7 @@ from harness.net import Nic
 from harness.payload_server import PayloadServer
 from harness.spec import MachineSpec
 from harness.timeline import Timeline
+from images.artifacts import ArtifactError
 from images.tools import BuildError
 from matrix.history import HISTORY_ENV, History, Metric
 from matrix.lab import BootRecord, Lab, Unavailable, configuration
@@ -332,15 +333,18 @@ def bootmatrix_vms(
             cannot_run(request.config, f"{cell.id} cannot run here: {error}")
         except BuildError as error:
             pytest.fail(f"{cell.id}: an image could not be built: {error}", pytrace=False)
+        except ArtifactError as error:
+            pytest.fail(str(error), pytrace=False)
         if customize is not None:
             machine.spec = customize(machine.spec)
         record.config = configuration(cell, machine.spec, record, booted=boot)
+        image = bootmatrix_lab.own_image(cell) if cell.artifact_cell else bootmatrix_lab.image(cell.arch, cell.image)
         guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel),
-                   bootmatrix_lab.image(cell.arch, cell.image).dhcp_command)
+                   image.dhcp_command if image is not None else DEFAULT_DHCP)
         started.append(guest)
         machine.start()
         if boot:
-            bootmatrix_lab.boot(machine, record, guest.deadline())
+            bootmatrix_lab.boot(machine, record, guest.deadline(), cell)
         return guest
 
     yield factory

@@ -10,12 +10,13 @@ image "gosource": the stick is the mostly-source image's (images/recipes/gosourc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from arches import ARCHES, KERNEL_OPTIONS
 from harness.net import Nic
 from harness.spec import Disk, MachineSpec, Pflash
+from images.artifacts import disk_format
 from images.recipes.firmware import FirmwareSet
 from images.recipes.minimal import MinimalImage
 from matrix.model import Cell
@@ -27,7 +28,7 @@ TIMELINE_PHASES = [
     # First words of each firmware: SeaBIOS, U-Boot, OpenSBI, AAVMF / edk2 banner, OVMF's boot manager.
     ("firmware", r"SeaBIOS \(version|U-Boot 20\d\d|OpenSBI v\d|UEFI firmware \(version|BdsDxe: loading"),
     # Handing over to a boot loader or an EFI application: syslinux, UEFI's boot manager, U-Boot bootflows.
-    ("bootloader", r"SYSLINUX \d|BdsDxe: starting|Booting: |Booting bootflow|Found EFI removable media"),
+    ("bootloader", r"(?:SYS|ISO)LINUX \d|BdsDxe: starting|Booting: |Booting bootflow|Found EFI removable media"),
     ("kernel", r"EFI stub: |Linux version \d"),
 ]
 
@@ -40,11 +41,14 @@ NO_BOOT_MENU_WAIT = ("-boot", "menu=on,splash-time=0")
 
 @dataclass(frozen=True)
 class BootMedia:
-    """What a cell boots: the arch's image (direct), the stick, and the firmware set's files."""
+    """What a cell boots: the arch's image (direct), the stick, and the firmware set's files; for a cell
+    with its own artifacts, their local files by key (kernel, initrd, dtb, iso, disk, efi: the FAT disk
+    that carries the application, code, vars, bios)."""
 
-    image: MinimalImage
+    image: MinimalImage | None
     firmware: FirmwareSet | None
     stick: Path | None = None  # stick boots; and the root disk of direct boots of a rooted image
+    artifacts: dict[str, Path] = field(default_factory=dict)
 
 
 
@@ -129,7 +133,10 @@ def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = (
         smp=cell.smp,
         nics=nics,
     )
+    if cell.artifact_cell:
+        return _artifact_spec(cell, media, spec)
     if cell.media == "direct":
+        assert media.image is not None
         append = f"console={CONSOLE[cell.arch]} {KERNEL_OPTIONS} {cell.append}".strip()
         spec = replace(spec, kernel=media.image.kernel, initrd=media.image.initrd, append=append)
         if media.stick is not None:
@@ -137,8 +144,44 @@ def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = (
     else:
         assert media.stick is not None
         spec = replace(spec, disks=(Disk(media.stick),))
+    return _with_firmware(cell, media, spec)
+
+
+def _with_firmware(cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
     firmware = FIRMWARE[(cell.arch, cell.firmware)]
     if firmware is not None:
         assert media.firmware is not None
         spec = firmware(spec, media.firmware)
-    return spec
+    files = media.artifacts
+    if "code" in files:  # a firmware build under test: its CODE bank, with its own VARS or the set's
+        banks = list(spec.pflash) or [Pflash(files["code"], readonly=True)]
+        banks[0] = Pflash(files["code"], readonly=True)
+        if "vars" in files:
+            banks[1:] = [Pflash(files["vars"], readonly=False)]
+        spec = replace(spec, pflash=tuple(banks))
+    if "bios" in files:
+        spec = replace(spec, bios=files["bios"])
+    return replace(spec, machine_options=(*spec.machine_options, *cell.machine_options))
+
+
+def kernel_command_line(cell: Cell) -> str:
+    """A user's kernel gets their `append` as it is, after console=<the arch's serial device> unless the
+    append names a console or the cell's `console` says otherwise ("" for none)."""
+    device = CONSOLE[cell.arch] if cell.console is None else cell.console
+    console = f"console={device}" if device and "console=" not in cell.append else ""
+    return f"{console} {cell.append}".strip()
+
+
+def _artifact_spec(cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
+    files = media.artifacts
+    disks: list[Disk] = []
+    if "kernel" in files:
+        spec = replace(spec, kernel=files["kernel"], initrd=files.get("initrd"), dtb=files.get("dtb"),
+                       append=kernel_command_line(cell) or None)
+    if "iso" in files:
+        disks.append(Disk(files["iso"], snapshot=False, interface="scsi-cd", readonly=True))
+    if "efi" in files:
+        disks.append(Disk(files["efi"]))
+    if "disk" in files:
+        disks.append(Disk(files["disk"], format=disk_format(files["disk"])))
+    return _with_firmware(cell, media, replace(spec, disks=tuple(disks)))

@@ -60,7 +60,7 @@ class _Transient(Exception):
 class Wanted:
     url: str
     dest: Path
-    size: int
+    size: int | None  # None: not known in advance (a user's URL); the sha256 alone decides
     sha256: str
 
 
@@ -84,7 +84,8 @@ def _hash_prefix(path: Path) -> hashlib._Hash:
 def _attempt(http: urllib3.PoolManager, wanted: Wanted, advance: Callable[[int], None]) -> None:
     part = wanted.dest.with_name(wanted.dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
-    if have >= wanted.size:  # a finished or overlong part from an earlier run: judge it from scratch
+    # A finished or overlong part from an earlier run: judge it from scratch.
+    if wanted.size is not None and have >= wanted.size:
         part.unlink()
         advance(-have)
         have = 0
@@ -111,24 +112,25 @@ def _attempt(http: urllib3.PoolManager, wanted: Wanted, advance: Callable[[int],
                     digest.update(chunk)
                     have += len(chunk)
                     advance(len(chunk))
-                    if have > wanted.size:
+                    if wanted.size is not None and have > wanted.size:
                         response.close()
                         break
             except (urllib3.exceptions.HTTPError, OSError) as error:  # OSError: a reset socket
-                lost = f"connection lost after {have} of {wanted.size} bytes"
+                lost = f"connection lost after {have} of {wanted.size or '?'} bytes"
                 raise _Transient(f"{wanted.url}: {lost}: {error}") from error
     except BaseException:
         response.close()  # a connection with unread bytes must not go back to the pool
         raise
     response.release_conn()
-    if have < wanted.size:
+    if wanted.size is not None and have < wanted.size:
         raise _Transient(f"{wanted.url}: body ended after {have} of {wanted.size} bytes")
-    if have != wanted.size or digest.hexdigest() != wanted.sha256:
+    if (wanted.size is not None and have != wanted.size) or digest.hexdigest() != wanted.sha256:
         part.unlink(missing_ok=True)
         advance(-have)
+        expected = f"{wanted.size} bytes with sha256" if wanted.size is not None else "sha256"
         raise Mismatch(
-            f"{wanted.url}: got {have} bytes with sha256 {digest.hexdigest()}, the lock says {wanted.size} bytes "
-            f"with sha256 {wanted.sha256}; refusing it"
+            f"{wanted.url}: got {have} bytes with sha256 {digest.hexdigest()}, expected {expected} "
+            f"{wanted.sha256}; refusing it"
         )
     os.replace(part, wanted.dest)
 
@@ -175,7 +177,7 @@ def download_all(
     failures: dict[Path, DownloadError] = {}
     if not todo:
         return failures
-    total = sum(w.size for w in todo)
+    total = sum(w.size or 0 for w in todo)
     interactive = sys.stderr.isatty()
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
@@ -191,7 +193,7 @@ def download_all(
         def one(wanted: Wanted) -> None:
             with guard(wanted) if guard is not None else nullcontext(True) as needed:
                 if not needed:
-                    progress.advance(task, wanted.size)
+                    progress.advance(task, wanted.size or 0)
                     return
                 try:
                     download(http, wanted, lambda n: progress.advance(task, n))

@@ -262,7 +262,11 @@ def resolve_lock(index: Indexes, path: Path, previous: Lockfile | None = None) -
     entries from `previous` (when there are some), so one arch's broken index does not block the rest."""
     sets: dict[str, list[LockedPackage]] = {}
     kept: dict[str, str] = {}
-    for name, resolver in set_resolvers(index.suite).items():
+    resolvers = set_resolvers(index.suite)
+    for name, packages in (previous.sets.items() if previous is not None else ()):
+        if name not in resolvers:  # a user's own set (`bootmatrix lock --add`): same names, current versions
+            resolvers[name] = same_names(packages)
+    for name, resolver in resolvers.items():
         try:
             sets[name] = resolver(index)
         except IndexUnusable as error:
@@ -271,3 +275,16 @@ def resolve_lock(index: Indexes, path: Path, previous: Lockfile | None = None) -
             sets[name] = previous.sets[name]
             kept[name] = str(error).splitlines()[0]
     return Resolution(Lockfile(index.suite, sets, path), kept)
+
+
+def add_package(index: Indexes, lock: Lockfile, spec: str, set_name_of: Callable[[str, str], str]) -> LockedPackage:
+    """Put one package ("name[:arch][=version]"; arch defaults to the host's, version to the index's
+    candidate) into `lock` as a set of its own, named by `set_name_of(name, arch)`. For artifacts a
+    matrix takes from Debian (`deb = ...`): `bootmatrix lock --add`."""
+    name, _, version = spec.partition("=")
+    name, _, arch = name.partition(":")
+    arch = arch or index.host
+    ref = PackageRef(name, arch, version) if version else index.candidate(name, arch)
+    (package,) = index.locked([ref])
+    lock.sets[set_name_of(package.name, package.arch)] = [package]
+    return package
