@@ -63,12 +63,18 @@ class Attached:
         self.stdin = stdin
         self.stdout = stdout
         self.commands = machine.workdir / "qmp-commands.jsonl"
+        self.pending = bytearray()  # keys read in one go with an escape, not yet handled
 
     def say(self, text: str) -> None:
         """A harness line on the terminal, on a line of its own (raw mode: \\r\\n)."""
         os.write(self.stdout, f"\r\n[bootmatrix] {text}\r\n".encode())
 
     def read_key(self) -> bytes:
+        """The next key: one read already but not handled, else one from the terminal (b"" at its end)."""
+        if self.pending:
+            key = bytes(self.pending[:1])
+            del self.pending[:1]
+            return key
         ready, _, _ = select.select([self.stdin], [], [], None)
         return os.read(self.stdin, 1) if ready else b""
 
@@ -148,15 +154,16 @@ class Attached:
                 keys = os.read(self.stdin, 1024)
                 if not keys:
                     return Session(True, "end of input")
-                before, escaped, after = keys.partition(ESCAPE)
-                if before:
-                    console.send_keys(before.decode(errors="replace"))
-                if escaped:
-                    outcome = self.escape()
-                    if outcome is not None:
-                        return outcome
-                    if after:
-                        console.send_keys(after.decode(errors="replace"))
+                self.pending += keys
+                while self.pending:  # keys typed fast arrive together: an escape and what follows it
+                    before, escaped, after = bytes(self.pending).partition(ESCAPE)
+                    self.pending[:] = after
+                    if before:
+                        console.send_keys(before.decode(errors="replace"))
+                    if escaped:
+                        outcome = self.escape()
+                        if outcome is not None:
+                            return outcome
             if not ready and self.machine.death_reason() is not None:
                 return self.ended()
 

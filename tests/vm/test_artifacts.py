@@ -1,0 +1,138 @@
+"""Bring your own artifact, booted for real: binaries nobody here wrote (Debian's iPXE and memtest86+, a
+Debian kernel of another flavour with our initramfs), a kernel a fixture hands over, the file-less CLI,
+and the interactive console under a pseudo-terminal.
+
+Each test leaves its VM's console.log, argv.txt and qmp-events.jsonl under results/ like every VM test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from harness.errors import ConsoleTimeout
+from matrix.model import Cell, load_matrix
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = {cell.id: cell for cell in load_matrix(ROOT / "matrix" / "examples.toml")}
+# What each example must show besides its `ready` pattern, and the kernel a borrowed-initramfs cell runs.
+KERNEL_RELEASE = {"aarch64-virt-direct-rt-kernel": "6.12.117+deb13-rt-arm64",
+                  "riscv64-opensbi-direct-debian-kernel": "6.12.117+deb13-riscv64"}
+CLI = [sys.executable, "-m", "matrix.cli"]
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES), ids=sorted(EXAMPLES))
+def test_the_examples_boot(bootmatrix_vms, example: str) -> None:  # type: ignore[no-untyped-def]
+    cell = EXAMPLES[example]
+    guest = bootmatrix_vms(cell)
+    milestones = guest.timeline.as_dict()
+    assert milestones["init"] <= milestones["ready"]  # the ready pattern (or our marker), then readiness
+    assert "first-output" in milestones
+    if example in KERNEL_RELEASE:  # a user's kernel under our initramfs: a shell that answers, on it
+        assert guest.run("uname -r") == (KERNEL_RELEASE[example], 0)
+    if "ipxe" in example:  # the rest of iPXE's banner line, after the version `ready` matched
+        guest.console.expect("-- Open Source Network Boot Firmware --", guest.deadline(30))
+    if "memtest86" in example:
+        guest.console.expect(r"\.20\s", guest.deadline(30))
+        assert "Memtest86+ v7.20" in (guest.workdir / "console.log").read_text()
+
+
+@pytest.fixture
+def users_build(bootmatrix_lab, tmp_path: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """A user's own image-building fixture: it returns files it made (here: copies of a kernel and an
+    initramfs into its own build folder), which a cell then boots as local artifacts."""
+    image = bootmatrix_lab.image("x86_64")
+    build = tmp_path / "build"
+    build.mkdir()
+    return Path(shutil.copy(image.kernel, build / "bzImage")), Path(shutil.copy(image.initrd, build / "initrd.img"))
+
+
+def test_a_fixture_built_kernel_boots_through_the_matrix(bootmatrix_vms, users_build: tuple[Path, Path]) -> None:  # type: ignore[no-untyped-def]
+    kernel, initrd = users_build
+    cell = Cell(arch="x86_64", firmware="seabios", kernel=str(kernel), initrd=str(initrd),  # type: ignore[arg-type]
+                append="panic=-1", ready="BOOTMATRIX-READY")
+    guest = bootmatrix_vms(cell)
+    assert cell.id == "x86_64-seabios-direct-bzImage"
+    assert guest.run("cat /proc/cmdline") == ("console=ttyS0 panic=-1", 0)
+    assert f"-kernel {kernel}" in (guest.workdir / "argv.txt").read_text()
+
+
+def test_a_ready_pattern_that_never_comes_fails_at_the_deadline_with_the_last_phase(bootmatrix_vms) -> None:  # type: ignore[no-untyped-def]
+    """memtest86+ runs on for ever: a `ready` it never prints is a hang, named with the last phase seen."""
+    cell = EXAMPLES["x86_64-seabios-direct-memtest86"].model_copy(update={"ready": "never printed", "timeout": 20.0})
+    with pytest.raises(ConsoleTimeout) as caught:
+        bootmatrix_vms(cell)
+    assert "no match within the 20.0 s deadline (guest alive); last boot phase seen: firmware at" in str(caught.value)
+    assert "Memtest86+" in caught.value.tail
+
+
+def _copy_of_our_image(lab, folder: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    image = lab.image("x86_64")
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(image.kernel, folder / "vmlinuz")), Path(shutil.copy(image.initrd, folder / "initrd"))
+
+
+def test_the_file_less_cli_boots_a_cell_and_prints_its_argv(bootmatrix_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _copy_of_our_image(bootmatrix_lab, tmp_path / "mine")
+    own = ["--arch", "x86_64", "--kernel", "mine/vmlinuz", "--initrd", "mine/initrd", "--append", "quiet"]
+    results = tmp_path / "results"
+    done = subprocess.run([*CLI, "run", *own, "--results", str(results), "--no-history"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "x86_64-seabios-direct-vmlinuz" in done.stdout and "pass" in done.stdout
+    (summary,) = results.glob("run-*/summary.json")
+    (row,) = json.loads(summary.read_text())["cells"]
+    assert row["result"] == "pass" and row["milestones"]["ready"] > 0
+    assert (summary.parent / "junit.xml").exists() and (summary.parent / row["cell"] / "console.log").exists()
+
+    dry = subprocess.run([*CLI, "run", *own, "--dry-run"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"-kernel {tmp_path / 'mine/vmlinuz'}" in dry.stdout and "-append 'console=ttyS0 quiet'" in dry.stdout
+
+    never = subprocess.run([*CLI, "run", *own, "--ready", "never printed", "--timeout", "6", "--results",
+                            str(results), "--no-history"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert never.returncode == 1
+    failed = [json.loads(path.read_text())["cells"][0] for path in results.glob("run-*/summary.json")]
+    (row,) = [r for r in failed if r["result"] == "fail"]
+    assert "no match within the 6.0 s deadline" in row["reason"] and "last boot phase seen: " in row["reason"]
+
+
+def test_the_console_command_attaches_a_terminal_and_runs_qmp(bootmatrix_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`bootmatrix console` under a real pty: the guest's shell answers typed lines, Ctrl-] m runs a
+    QMP command, Ctrl-] q detaches and stops the VM; transcript and QMP journal stay in the folder."""
+    _copy_of_our_image(bootmatrix_lab, tmp_path / "mine")
+    results = tmp_path / "results"
+    child = pexpect.spawn(CLI[0], [*CLI[1:], "console", "--arch", "x86_64", "--kernel", "mine/vmlinuz",
+                                   "--initrd", "mine/initrd", "--results", str(results)],
+                          cwd=str(tmp_path), env=dict(os.environ), encoding="utf-8", timeout=180,
+                          dimensions=(40, 160))
+    try:
+        child.expect_exact("Ctrl-] then: q detach")
+        child.expect_exact("BOOTMATRIX-READY")
+        child.send("echo typed-$((6*7))\r")
+        child.expect_exact("typed-42")
+        child.send("\x1dm")
+        child.expect_exact("qmp> ")
+        child.send("query-status\r")
+        child.expect(r'"status": "running"')
+        child.send("\x1dq")
+        child.expect_exact("detached: detached")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    (folder,) = results.glob("console-*/x86_64-seabios-direct-vmlinuz")
+    assert "typed-42" in (folder / "console.log").read_text()
+    assert "QMP command typed at the console: query-status" in (folder / "console.log").read_text()
+    (command,) = [json.loads(line) for line in (folder / "qmp-commands.jsonl").read_text().splitlines()]
+    assert command["command"] == "query-status" and command["reply"]["status"] == "running"
+    assert json.loads((folder / "result.json").read_text())["stopped_by_harness"] is True
