@@ -22,14 +22,9 @@ from matrix.model import Cell, MatrixError, cell_from_options, load_matrix
 from matrix.profiles import BootMedia, spec_for
 from tests.debian_mirror import SUITE, LocalMirror
 from tests.unit.test_argv import option_values
+from tests.unit.test_matrix import write
 
 EXAMPLES = Path(__file__).parents[2] / "matrix" / "examples.toml"
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "m.toml"
-    path.write_text(text)
-    return path
 
 
 def test_examples_load_with_ids_that_say_what_boots() -> None:
