@@ -61,6 +61,7 @@ bench: setup
 	$(BIN)/python bench/vfat_writers.py --stick
 	$(BIN)/python bench/compile_latency.py --build warm
 	$(BIN)/python bench/warm_prepare.py --no-network
+	$(BIN)/python bench/snapshot.py
 
 report:
 	scripts/make-report

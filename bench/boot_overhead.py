@@ -10,7 +10,6 @@ median of each per arch and their ratio (goal: <= 1.05).
 
 from __future__ import annotations
 
-import argparse
 import select
 import socket
 import statistics
@@ -22,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.arguments import runs_and_arches
 from harness.deadline import Deadline
 from harness.spec import HarnessFds, build_argv
 from matrix.lab import Lab
@@ -70,10 +70,7 @@ def bare(lab: Lab, cell: Cell, workdir: Path) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--arch", action="append", default=[])
-    args = parser.parse_args()
+    args = runs_and_arches(__doc__)
     lab = Lab()
     # One direct-kernel cell per arch (firmware cells are measured by `bootmatrix compare`).
     cells = [c for c in load_matrix() if c.media == "direct" and c.firmware == DIRECT_FIRMWARE[c.arch]

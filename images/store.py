@@ -177,9 +177,19 @@ class Store:
             self._touch(entry)
             return entry.content
 
+    def discard(self, name: str, inputs: Mapping[str, Any]) -> None:
+        """Remove an entry that verified but turned out unusable (a VM snapshot QEMU refused): the next
+        `get` builds it again."""
+        key = inputs_key({"name": name, **inputs})
+        entry = self.entry(key)
+        with self.lock(key):
+            if entry.root.exists():
+                self._discard(entry)
+            self._verified.discard(key)
+
     def _verify(self, entry: Entry) -> None:
-        if entry.key in self._verified:
-            return
+        """Content as built: by the stamp's stat signature while nothing changed (every use, even in the
+        process that verified it before: a file damaged mid-session is noticed), else by hashing."""
         manifest = entry.manifest()
         signature = tree_signature(entry.content)
         stamp = entry.root / "verified.json"

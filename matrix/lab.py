@@ -6,6 +6,8 @@ picks the accelerator, starts the machine in a work folder with a boot timeline,
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +21,16 @@ from harness.errors import ConsoleTimeout, MachineError
 from harness.machine import Machine
 from harness.net import Nic
 from harness.qemu import QemuInstall, QemuNotFound
+from harness.snapshot import (
+    Snapshot,
+    SnapshotError,
+    fingerprint_key,
+    nic_placeholders,
+    restored_spec,
+    resume,
+    save,
+    with_own_overlays,
+)
 from harness.spec import MachineSpec, machine_args, pflash_args
 from harness.timeline import Timeline
 from harness.timeouts import scaled
@@ -47,6 +59,7 @@ from matrix.profiles import CONSOLE, TIMELINE_PHASES, BootMedia, needs_firmware_
 
 LOGIN_PROMPT = r"(?m)login: *$"
 PASSWORD_PROMPT = r"(?m)[Pp]assword: *$"
+SNAPSHOT_RECIPE = 1
 BOOT_BUDGET_TCG = 120.0  # seconds to the shell under TCG (UEFI on aarch64 is the slowest); a hang, not a gate
 ARCHES = NAMES
 
@@ -71,6 +84,7 @@ class BootRecord:
     packages: dict[str, str] = field(default_factory=dict)
     package_drift: list[str] = field(default_factory=list)
     config: str = ""  # configuration_hash() of what this boot measures: history rows are compared by it
+    snapshot: str = ""  # the snapshot folder a restored VM starts from ("" for a cold boot)
 
     @property
     def time_to_ready(self) -> float | None:
@@ -231,12 +245,20 @@ class Lab:
         return choose_accel(cell.arch, self.qemu(cell.qemu), self.store.root / "accel", cell.accel, probe)
 
     def machine(
-        self, cell: Cell, workdir: Path, name: str = "vm", nics: tuple[Nic, ...] = ()
+        self, cell: Cell, workdir: Path, name: str = "vm", nics: tuple[Nic, ...] = (), *, restore: bool = False,
+        customize: Callable[[MachineSpec], MachineSpec] | None = None, prepare: str = "",
     ) -> tuple[Machine, BootRecord]:
-        """A machine for `cell`, not yet started, and the record its boot will fill in."""
+        """A machine for `cell`, not yet started, and the record its boot will fill in. `customize`
+        changes the spec first. With `restore`, one that starts from the cell's snapshot for that spec
+        (built first if needed, after running the shell command `prepare`): `resume` runs it."""
         qemu = self.qemu(cell.qemu)
         accel, why = self.accel(cell)
         spec = self.spec(cell, accel, nics)
+        if customize is not None:
+            spec = customize(spec)
+        snapshot = self.snapshot(cell, spec, prepare) if restore else None
+        if snapshot is not None:
+            spec = restored_spec(spec, snapshot, workdir)
         firmware = self._firmware.get(cell.firmware_set) if needs_firmware_set(cell) else None
         record = BootRecord(
             cell.id, accel, why, qemu.name, qemu.version(cell.arch),
@@ -250,8 +272,83 @@ class Lab:
         bad |= {f"matrix bad pattern {pattern!r}": pattern for pattern in cell.bad}
         marker = ready_pattern(cell, image)
         timeline = Timeline([*TIMELINE_PHASES, *((("init", marker),) if marker else ())])
+        if snapshot is not None:  # a restored VM's own phases (snapshot.resume marks them): no boot to see
+            timeline = Timeline([])
+            record.snapshot = str(snapshot.folder)
         machine = Machine(spec, qemu, workdir, name=name, timeline=timeline, bad_patterns=bad)
         return machine, record
+
+    # -- snapshots ---------------------------------------------------------------------------------
+    def restorable(self, cell: Cell) -> bool:
+        """Cells whose VM may start from a snapshot: our minimal image. A user's artifact is booted as
+        it is; the mostly-source image's tests measure its first builds after a boot."""
+        return not cell.artifact_cell and cell.image == "minimal"
+
+    def _snapshot_inputs(self, cell: Cell, spec: MachineSpec, prepare: str) -> dict[str, object]:
+        qemu = self.qemu(cell.qemu)
+        binary = qemu.binary(cell.arch).stat()
+        return {"recipe": SNAPSHOT_RECIPE, "qemu": [qemu.name, qemu.version(cell.arch), binary.st_size,
+                                                    binary.st_mtime_ns],
+                "machine": fingerprint_key(spec, qemu.name), "cell": cell.id, "prepare": prepare}
+
+    def snapshot(self, cell: Cell, spec: MachineSpec, prepare: str = "") -> Snapshot:
+        """The cell's VM saved at its ready state, for `spec` (built once across workers and sessions:
+        one cold boot, the shell command `prepare` if any (openQA's milestone: setup done once), then a
+        save). The guest wrote /run/bootmatrix-saved-at (the host's epoch) just before the save."""
+        qemu = self.qemu(cell.qemu)
+        image = self.image(cell.arch, cell.image)
+
+        def build(content: Path) -> None:
+            with tempfile.TemporaryDirectory(dir=self.store.root / "tmp") as scratch:
+                work = Path(scratch)
+                build_spec, keep = nic_placeholders(spec)
+                build_spec = with_own_overlays(build_spec, work)
+                timeline = Timeline([*TIMELINE_PHASES, ("init", image.ready_marker)])
+                machine = Machine(build_spec, qemu, work, name="snapshot", timeline=timeline,
+                                  bad_patterns=dict(image.bad_patterns))
+                record = BootRecord(cell.id, spec.accel, "snapshot build", qemu.name, qemu.version(cell.arch),
+                                    None, {})
+                budget = self.boot_budget(cell, spec.accel)
+                try:
+                    with machine:
+                        self.boot(machine, record, Deadline.after(budget), cell)
+                        if prepare:
+                            output, code = machine.console.run(prepare, Deadline.after(budget))
+                            if code != 0:
+                                raise SnapshotError(f"preparing the snapshot: {prepare!r} exited {code}: {output}")
+                        machine.console.run(f"echo {time.time():.0f} > /run/bootmatrix-saved-at",
+                                            Deadline.after(budget))
+                        save(machine, content, Deadline.after(budget))
+                        machine.stop(check=False)
+                    shutil.copyfile(work / "console.log", content / "boot-console.log")
+                finally:
+                    for sock in keep:
+                        sock.close()  # type: ignore[attr-defined]
+
+        (self.store.root / "tmp").mkdir(parents=True, exist_ok=True)
+        return Snapshot(self.store.get("vm-snapshot", self._snapshot_inputs(cell, spec, prepare), build))
+
+    def forget_snapshot(self, snapshot: Path) -> None:
+        """Drop a snapshot a restore failed from (QEMU refused it): the next restore rebuilds it."""
+        manifest = json.loads((snapshot.parent / "manifest.json").read_text())
+        self.store.discard("vm-snapshot", {k: v for k, v in manifest["inputs"].items()})
+
+    def resume(self, machine: Machine, record: BootRecord, deadline: Deadline) -> BootRecord:
+        """Start a machine from `machine(..., restore=True)`, load its snapshot, and wait until a shell
+        answers (a fresh marker round trip over the new console); set the guest's clock to the host's
+        when it is behind by more than a second. Milestones: process, incoming, ready."""
+        try:
+            machine.start()
+            resume(machine, Snapshot(Path(record.snapshot)), deadline)
+            machine.console.wait_shell(deadline)
+            machine.timeline.mark("ready", time.monotonic() - machine.t0)
+            guest_time, _ = machine.console.run("date +%s", deadline)
+            if abs(time.time() - float(guest_time or 0)) > 1.0:
+                machine.console.run(f"date -s @{time.time():.0f} >/dev/null", deadline)
+        finally:
+            record.milestones = machine.timeline.as_dict()
+            (machine.workdir / "boot.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
+        return record
 
     def package_versions(self, cell: Cell) -> dict[str, str]:
         """name -> version of the Debian packages a cell boots with (QEMU's own programs, not its

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +42,7 @@ from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_
 from matrix.report import attach_vm_to_allure, timeline_svg
 
 STRICT_ENV = "BOOTMATRIX_STRICT"
+SNAPSHOTS_ENV = "BOOTMATRIX_SNAPSHOTS"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,9 +71,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "a locked package gone from the mirror is re-resolved with a warning",
     )
     group.addoption(
+        "--bootmatrix-no-snapshots", action="store_true", default=False,
+        help=f"boot every VM cold instead of restoring snapshots (also: {SNAPSHOTS_ENV}=0)",
+    )
+    group.addoption(
         "--bootmatrix-locked", action="store_true", default=False,
         help="a locked Debian package gone from the mirror is an error (implied by strict mode)",
     )
+
+
+class SnapshotFallback(UserWarning):
+    """A VM that should have been restored from a snapshot was booted cold (the reason is the message)."""
+
+
+def snapshots_on(config: pytest.Config) -> bool:
+    """VMs start from snapshots where a test allows it, unless --bootmatrix-no-snapshots or
+    BOOTMATRIX_SNAPSHOTS=0."""
+    return not config.getoption("--bootmatrix-no-snapshots") and os.environ.get(SNAPSHOTS_ENV, "1") != "0"
 
 
 def strict(config: pytest.Config) -> bool:
@@ -113,6 +129,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "bootmatrix_cells(**filters): run a `cell` test only for cells whose fields match "
         "(a list means any of its values; where=predicate(cell)), e.g. "
         "bootmatrix_cells(media='direct', arch=['riscv64'])",
+    )
+    config.addinivalue_line(
+        "markers",
+        "bootmatrix_cold: every VM of the test boots cold (firmware, timelines, panics, power paths); "
+        "otherwise `vm()` of our minimal image starts from the cell's snapshot",
     )
     config.addinivalue_line(
         "markers",
@@ -311,7 +332,13 @@ VMFactory = Callable[..., VM]
 def bootmatrix_vms(
     request: pytest.FixtureRequest, bootmatrix_lab: Lab, bootmatrix_results: Path, bootmatrix_history: History | None
 ) -> Iterator[VMFactory]:
-    """Factory of guests for any cell: `bootmatrix_vms(cell, name=, boot=, nics=, customize=)`.
+    """Factory of guests for any cell: `bootmatrix_vms(cell, name=, boot=, nics=, customize=, cold=)`.
+
+    A booted VM of our minimal image starts from the cell's snapshot (booted once, saved at its shell,
+    keyed by the machine after `customize`, and after the shell command `prepare=` when given) unless the
+    test is marked `bootmatrix_cold`, asks `cold=True`, or snapshots are off (--bootmatrix-no-snapshots,
+    BOOTMATRIX_SNAPSHOTS=0); its timeline then has the phases process, incoming and ready, and
+    `guest.record.snapshot` names the snapshot.
 
     `customize(spec) -> spec` changes the MachineSpec before launch (a negative test swaps a disk or a
     flash bank). `boot=False` returns the machine started, not waited on. Every machine is stopped at
@@ -320,15 +347,27 @@ def bootmatrix_vms(
     test_dir = _fresh_dir(_test_dir(bootmatrix_results, request.node.nodeid))
     started: list[VM] = []
 
+    wants_cold = request.node.get_closest_marker("bootmatrix_cold") is not None or not snapshots_on(request.config)
+
     def factory(
         cell: Cell,
         name: str = "vm",
         boot: bool = True,
         nics: tuple[Nic, ...] = (),
         customize: Callable[[MachineSpec], MachineSpec] | None = None,
+        *,
+        cold: bool = False,
+        prepare: str = "",
     ) -> VM:
+        if boot and not cold and not wants_cold and bootmatrix_lab.restorable(cell):
+            restored = _restore(cell, name, nics, customize, prepare)
+            if restored is not None:
+                return restored
+            name_dir = f"{name}-cold"  # the failed restore keeps its own folder
+        else:
+            name_dir = name
         try:
-            machine, record = bootmatrix_lab.machine(cell, test_dir / name, name, nics)
+            machine, record = bootmatrix_lab.machine(cell, test_dir / name_dir, name, nics)
         except Unavailable as error:
             cannot_run(request.config, f"{cell.id} cannot run here: {error}")
         except BuildError as error:
@@ -346,6 +385,33 @@ def bootmatrix_vms(
         if boot:
             bootmatrix_lab.boot(machine, record, guest.deadline(), cell)
         return guest
+
+    def _restore(
+        cell: Cell, name: str, nics: tuple[Nic, ...], customize: Callable[[MachineSpec], MachineSpec] | None,
+        prepare: str,
+    ) -> VM | None:
+        """A VM started from the cell's snapshot, or None (with a warning) when that failed: the snapshot
+        is dropped (rebuilt next time) and the caller boots cold. Never a silently wrong VM: a restore
+        either answers on a fresh console round trip or is not used."""
+        machine = None
+        try:
+            machine, record = bootmatrix_lab.machine(cell, test_dir / name, name, nics, restore=True,
+                                                     customize=customize, prepare=prepare)
+            guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel),
+                       bootmatrix_lab.image(cell.arch, cell.image).dhcp_command)
+            started.append(guest)
+            bootmatrix_lab.resume(machine, record, guest.deadline())
+            return guest
+        except Unavailable as error:
+            cannot_run(request.config, f"{cell.id} cannot run here: {error}")
+        except (MachineError, BuildError, OSError) as error:
+            warnings.warn(f"{cell.id}: restoring from a snapshot failed, booting cold instead: "
+                          f"{str(error).splitlines()[0]}", SnapshotFallback, stacklevel=3)
+            if machine is not None:
+                machine.death_reported = True  # reported here, as this warning
+                machine.stop(check=False)
+                bootmatrix_lab.forget_snapshot(Path(record.snapshot))
+            return None
 
     yield factory
     problems = [problem for guest in started for problem in _stop(guest)]

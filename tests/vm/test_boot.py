@@ -22,6 +22,7 @@ from matrix.profiles import DIRECT_FIRMWARE
 pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))
 
 
+@pytest.mark.bootmatrix_cold  # checks the boot's own milestones
 def test_boots_to_a_shell_and_runs_commands(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
     guest = vm()
     assert guest.record.milestones["kernel"] < guest.record.milestones["init"] <= guest.record.time_to_ready
@@ -40,6 +41,7 @@ def test_a_hang_is_a_timeout_with_the_console_tail(vm) -> None:  # type: ignore[
     assert "tail-marker-2" in caught.value.tail
 
 
+@pytest.mark.bootmatrix_cold  # a power path
 @pytest.mark.bootmatrix_cells(arch=["x86_64", "aarch64"])
 def test_qmp_powerdown_ends_the_vm(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
     guest = vm()
@@ -50,6 +52,7 @@ def test_qmp_powerdown_ends_the_vm(vm, cell: Cell) -> None:  # type: ignore[no-u
     assert [e.name for e in guest.qmp.events][:1] == ["POWERDOWN"]
 
 
+@pytest.mark.bootmatrix_cold  # a power path
 @pytest.mark.bootmatrix_cells(arch="riscv64")
 def test_qmp_powerdown_reaches_no_device_tree_riscv64_guest(vm) -> None:  # type: ignore[no-untyped-def]
     """riscv virt signals system_powerdown only through ACPI (its GED device); a device-tree boot has
@@ -62,6 +65,7 @@ def test_qmp_powerdown_reaches_no_device_tree_riscv64_guest(vm) -> None:  # type
     assert "SHUTDOWN" not in [e.name for e in guest.qmp.events]
 
 
+@pytest.mark.bootmatrix_cold  # a power path
 def test_guest_poweroff_is_seen_through_qmp_and_fails_waits_at_once(vm) -> None:  # type: ignore[no-untyped-def]
     guest = vm()
     started = time.monotonic()
@@ -72,6 +76,7 @@ def test_guest_poweroff_is_seen_through_qmp_and_fails_waits_at_once(vm) -> None:
     assert guest.machine.process.wait(10) == 0
 
 
+@pytest.mark.bootmatrix_cold  # a panic
 def test_kernel_panic_fails_fast_with_the_reason(vm) -> None:  # type: ignore[no-untyped-def]
     guest = vm()
     guest.console.sendline("echo c > /proc/sysrq-trigger")
@@ -117,6 +122,7 @@ def test_launch_failure_carries_argv_status_and_qemu_output(bootmatrix_vms, cell
     assert "'no-such-device-model' is not a valid device model name" in message  # QEMU's own words
 
 
+@pytest.mark.bootmatrix_cold  # the host QEMU axis: its boot is the point
 @pytest.mark.bootmatrix_cells(arch="riscv64")
 def test_host_qemu_axis_boots(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
     """The host's own QEMU is a matrix axis too; riscv64 is the cell it runs cleanly (see the notes)."""

@@ -19,6 +19,9 @@ from images.debian.lock import STICK_TOOLS_SET
 from images.recipes.stick import build_stick, stick_files, stick_tools, write_stick
 from matrix.model import Cell
 
+# Firmware is the point of these tests: every VM boots cold, never from a snapshot.
+pytestmark = pytest.mark.bootmatrix_cold
+
 # What each firmware prints, proving the boot went through it. OVMF prints nothing of its own when it
 # starts a kernel given by QEMU (only a screen clear), so only its boot-manager lines for the stick.
 FIRMWARE_BANNER = {

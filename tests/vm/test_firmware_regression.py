@@ -19,7 +19,8 @@ from matrix.model import Cell
 from matrix.plugin import cannot_run
 from matrix.profiles import needs_firmware_set
 
-pytestmark = [pytest.mark.vm, pytest.mark.bootmatrix_option("--bootmatrix-baseline-set")]
+# Firmware is the point of these tests: every VM boots cold, never from a snapshot.
+pytestmark = [pytest.mark.vm, pytest.mark.bootmatrix_option("--bootmatrix-baseline-set"), pytest.mark.bootmatrix_cold]
 
 
 @pytest.mark.bootmatrix_cells(where=needs_firmware_set)

@@ -1,0 +1,100 @@
+"""Boot once, restore per test: restored VMs are the saved one, each on its own, and a snapshot QEMU
+refuses is never used (a cold boot instead, and the snapshot is rebuilt)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.net import Forward, UserNet
+from harness.spec import Disk, MachineSpec
+from matrix.lab import Lab
+from matrix.model import Cell
+from matrix.plugin import SnapshotFallback
+from matrix.profiles import DIRECT_FIRMWARE, direct_cell
+
+pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))
+
+
+def test_restored_vms_keep_what_was_saved_and_not_each_others_files(vm) -> None:  # type: ignore[no-untyped-def]
+    first = vm(name="first")
+    second = vm(name="second")
+    for guest in (first, second):
+        assert guest.record.snapshot and set(guest.record.milestones) >= {"process", "incoming", "ready"}
+        milestones = guest.record.milestones
+        assert milestones["process"] <= milestones["incoming"] <= milestones["ready"]
+        assert "kernel" not in guest.record.milestones  # a restore has no boot phases to mix with cold ones
+    assert first.record.snapshot == second.record.snapshot
+    saved_at, code = first.run("cat /run/bootmatrix-saved-at")  # written by the guest just before the save
+    assert code == 0 and float(saved_at) <= time.time()
+    assert second.run("cat /run/bootmatrix-saved-at") == (saved_at, 0)
+    assert first.run("echo from-first > /root/mine && cat /root/mine") == ("from-first", 0)
+    assert second.run("cat /root/mine")[1] != 0
+    guest_now, _ = second.run("date +%s")  # the clock was set to the host's on restore
+    assert abs(float(guest_now) - time.time()) < 3
+
+
+def test_a_disk_is_saved_with_the_vm_and_each_restore_writes_its_own_overlay(vm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scratch = tmp_path / "scratch.img"
+    scratch.write_bytes(bytes(1 << 20))
+
+    def with_scratch(spec: MachineSpec) -> MachineSpec:
+        return MachineSpec(**{**spec.__dict__, "disks": (*spec.disks, Disk(scratch))})
+
+    prepare = "echo before-save | dd of=/dev/vda bs=512 count=1 conv=notrunc,sync 2>/dev/null && sync"
+    first = vm(name="first", customize=with_scratch, prepare=prepare)
+    saved_disk = Path(first.record.snapshot) / "disk0.qcow2"
+    saved_digest = hashlib.sha256(saved_disk.read_bytes()).hexdigest()
+    assert first.run("head -c 11 /dev/vda") == ("before-save", 0)
+    assert first.run("echo from-first | dd of=/dev/vda bs=512 seek=8 count=1 conv=notrunc,sync 2>/dev/null "
+                     "&& sync && echo 3 > /proc/sys/vm/drop_caches")[1] == 0
+    second = vm(name="second", customize=with_scratch, prepare=prepare)
+    assert second.record.snapshot == first.record.snapshot
+    assert second.run("head -c 11 /dev/vda") == ("before-save", 0)
+    assert second.run("dd if=/dev/vda bs=512 skip=8 count=1 2>/dev/null | tr -d '\\000' | wc -c") == ("0", 0)
+    assert scratch.read_bytes() == bytes(1 << 20)  # the base file was never written
+    assert hashlib.sha256(saved_disk.read_bytes()).hexdigest() == saved_digest  # nor the saved overlay
+
+
+def test_networking_works_after_a_restore(vm, payload_server) -> None:  # type: ignore[no-untyped-def]
+    digest = payload_server.add_payload("blob", 256 << 10)
+    guest = vm(nics=(UserNet(restrict=False, forwards=(Forward(80),)),))
+    assert guest.record.snapshot
+    lease = guest.net.dhcp()
+    assert lease.address.startswith("10.0.2.")
+    assert guest.net.fetch(payload_server.url("/payload/blob")).sha256 == digest
+    assert guest.machine.forwarded_ports()[("tcp", 80)] > 0  # re-bound by this QEMU, read back
+
+
+def test_a_snapshot_qemu_refuses_is_not_used_the_vm_boots_cold(
+    vm, cell: Cell, bootmatrix_lab: Lab, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    """Hand the restore another arch's snapshot: QEMU refuses the stream, the test gets a cold-booted VM
+    with a warning, and the refused snapshot is dropped from the store (rebuilt on its next use)."""
+    other_arch = "riscv64" if cell.arch != "riscv64" else "x86_64"
+    other = direct_cell(other_arch)
+    wrong = bootmatrix_lab.snapshot(other, bootmatrix_lab.spec(other, "tcg"))
+    real = bootmatrix_lab.snapshot
+    monkeypatch.setattr(bootmatrix_lab, "snapshot", lambda *_args, **_kwargs: wrong)
+    with pytest.warns(SnapshotFallback, match="restoring from a snapshot failed, booting cold instead"):
+        guest = vm()
+    assert guest.record.snapshot == "" and "kernel" in guest.record.milestones
+    assert guest.run("uname -m") == (cell.arch, 0)
+    assert not wrong.folder.exists()
+    monkeypatch.setattr(bootmatrix_lab, "snapshot", real)
+    assert bootmatrix_lab.snapshot(other, bootmatrix_lab.spec(other, "tcg")).state.exists()  # rebuilt
+
+
+def test_a_damaged_snapshot_is_rebuilt_not_used(vm, bootmatrix_lab: Lab, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+    first = vm(name="first")
+    state = Path(first.record.snapshot) / "state"
+    with state.open("r+b") as handle:  # flip bytes in the middle of the saved RAM
+        handle.seek(state.stat().st_size // 2)
+        handle.write(b"\xff" * 4096)
+    second = vm(name="second")
+    assert second.record.snapshot == first.record.snapshot  # the same key, rebuilt under it
+    assert second.run("cat /run/bootmatrix-saved-at")[1] == 0
+    assert second.run("echo $((6*7))") == ("42", 0)
