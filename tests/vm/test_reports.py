@@ -21,6 +21,9 @@ BIN = Path(sys.executable).parent
 CELLS = ["riscv64-opensbi-direct", "aarch64-virt-direct"]  # the two fastest boots
 
 SAMPLE_TEST = '''
+import pytest
+
+@pytest.mark.bootmatrix_cold  # the report's boot phases are the point: no snapshot restore
 def test_boot(vm, cell):
     guest = vm()
     assert guest.run("echo $((6*7))") == ("42", 0)
