@@ -384,6 +384,10 @@ def bootmatrix_vms(
         machine.start()
         if boot:
             bootmatrix_lab.boot(machine, record, guest.deadline(), cell)
+            if prepare:  # what a restored VM's snapshot holds, done here for a cold one
+                output, code = guest.run(prepare)
+                if code != 0:
+                    pytest.fail(f"{cell.id}: prepare {prepare!r} exited {code}: {output}", pytrace=False)
         return guest
 
     def _restore(

@@ -98,3 +98,12 @@ def test_a_damaged_snapshot_is_rebuilt_not_used(vm, bootmatrix_lab: Lab, cell: C
     assert second.record.snapshot == first.record.snapshot  # the same key, rebuilt under it
     assert second.run("cat /run/bootmatrix-saved-at")[1] == 0
     assert second.run("echo $((6*7))") == ("42", 0)
+
+
+def test_prepare_holds_for_a_cold_vm_too(vm) -> None:  # type: ignore[no-untyped-def]
+    """`prepare` is what the VM has done before the test starts, restored or cold."""
+    restored = vm(name="restored", prepare="echo prepared > /root/setup")
+    cold = vm(name="cold", cold=True, prepare="echo prepared > /root/setup")
+    assert restored.record.snapshot and not cold.record.snapshot
+    for guest in (restored, cold):
+        assert guest.run("cat /root/setup") == ("prepared", 0)
