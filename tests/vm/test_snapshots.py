@@ -13,10 +13,17 @@ from harness.net import Forward, UserNet
 from harness.spec import Disk, MachineSpec
 from matrix.lab import Lab
 from matrix.model import Cell
-from matrix.plugin import SnapshotFallback
+from matrix.plugin import SnapshotFallback, snapshots_on
 from matrix.profiles import DIRECT_FIRMWARE, direct_cell
 
 pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))
+
+
+@pytest.fixture(autouse=True)
+def _snapshots_on(request: pytest.FixtureRequest) -> None:
+    """These tests are about restores: with snapshots turned off by the user, there is nothing to test."""
+    if not snapshots_on(request.config):
+        pytest.skip("snapshots are off (--bootmatrix-no-snapshots or BOOTMATRIX_SNAPSHOTS=0)")
 
 
 def test_restored_vms_keep_what_was_saved_and_not_each_others_files(vm) -> None:  # type: ignore[no-untyped-def]
