@@ -414,6 +414,8 @@ def bootmatrix_vms(
             if machine is not None:
                 machine.death_reported = True  # reported here, as this warning
                 machine.stop(check=False)
+                # Its folder stays; its half-made timeline goes into no report or history.
+                started[:] = [g for g in started if g.machine is not machine]
                 bootmatrix_lab.forget_snapshot(Path(record.snapshot))
             return None
 

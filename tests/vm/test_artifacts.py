@@ -17,7 +17,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from harness.errors import ConsoleTimeout
+from harness.errors import ConsoleTimeout, GuestPanic
 from matrix.model import Cell, load_matrix
 
 ROOT = Path(__file__).parents[2]
@@ -136,3 +136,47 @@ def test_the_console_command_attaches_a_terminal_and_runs_qmp(bootmatrix_lab, tm
     (command,) = [json.loads(line) for line in (folder / "qmp-commands.jsonl").read_text().splitlines()]
     assert command["command"] == "query-status" and command["reply"]["status"] == "running"
     assert json.loads((folder / "result.json").read_text())["stopped_by_harness"] is True
+
+
+LOGIN_INIT = b"""#!/bin/sh
+# A user's image with a login prompt: PID 1 asks for a user and a password, then gives a shell.
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t devtmpfs devtmpfs /dev
+echo 1 > /proc/sys/kernel/printk
+while true; do
+    printf 'mybox login: '; read -r user
+    printf 'Password: '; stty -echo; read -r pass; stty echo; echo
+    if [ "$user" = root ] && [ "$pass" = s3cret ]; then PS1='mybox# ' setsid cttyhack /bin/sh
+    else echo 'Login incorrect'; fi
+done
+"""
+
+
+@pytest.fixture
+def login_initrd(bootmatrix_lab, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Our x86_64 initramfs with another /init appended (the kernel unpacks concatenated archives in
+    order, the later file wins): an image that greets with a login prompt instead of a shell."""
+    from images.cpio import CpioArchive
+
+    extra = CpioArchive()
+    extra.add_file("init", LOGIN_INIT, perm=0o755)
+    path = tmp_path / "login-initrd.img"
+    path.write_bytes(bootmatrix_lab.image("x86_64").initrd.read_bytes() + extra.to_bytes())
+    return path
+
+
+def test_login_answers_the_prompt_then_a_shell_must_answer(bootmatrix_vms, login_initrd: Path) -> None:  # type: ignore[no-untyped-def]
+    cell = Cell(arch="x86_64", firmware="seabios", kernel={"image": "minimal"}, initrd=str(login_initrd),  # type: ignore[arg-type]
+                login={"user": "root", "password": "s3cret"}, bad=("Login incorrect",))  # type: ignore[arg-type]
+    guest = bootmatrix_vms(cell)
+    assert guest.run("id -u") == ("0", 0)
+    assert "mybox login:" in (guest.workdir / "console.log").read_text()
+
+
+def test_a_wrong_password_fails_at_once_on_a_bad_pattern(bootmatrix_vms, login_initrd: Path) -> None:  # type: ignore[no-untyped-def]
+    cell = Cell(arch="x86_64", firmware="seabios", kernel={"image": "minimal"}, initrd=str(login_initrd),  # type: ignore[arg-type]
+                login={"user": "root", "password": "wrong"}, bad=("Login incorrect",))  # type: ignore[arg-type]
+    with pytest.raises(GuestPanic, match="matrix bad pattern 'Login incorrect' on the console: Login incorrect"):
+        bootmatrix_vms(cell)
