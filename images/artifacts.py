@@ -25,7 +25,7 @@ from images.debian.download import DownloadError, Wanted, download, pool
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, FetchError
 from images.debian.lock import LockedPackage, LockError
-from images.store import Store
+from images.store import Store, file_sha256
 from images.tools import BuildError, run_tool
 
 RECIPE_VERSION = 1
@@ -191,8 +191,6 @@ def from_deb(store: Store, fetcher: DebianFetcher, spec: str, member: str, what:
 def efi_disk(store: Store, application: Path, removable_name: str, what: str) -> Path:
     """A small FAT disk whose EFI/BOOT/<removable_name> is `application`: the firmware's removable-media
     boot starts it with no boot loader and no boot entry (UEFI spec 3.5.1.1). Keyed by the file's bytes."""
-    from images.store import file_sha256
-
     size_mib = max(8, application.stat().st_size // (1024 * 1024) * 2 + 4)
 
     def build(content: Path) -> None:
