@@ -136,18 +136,12 @@ class Console:
         After the first chunk, whatever else is already waiting is taken too, so a burst of small
         serial writes is matched once rather than once per write.
         """
-        if self._eof:
-            return "eof"
         chunks: list[str] = []
         taken = 0
         wait = timeout
         while taken < BUFFER_LIMIT:
-            try:
-                chunk: str = self._spawn.read_nonblocking(65536, timeout=wait)
-            except pexpect.TIMEOUT:
-                break
-            except pexpect.EOF:
-                self._eof = True
+            chunk = self._read_chunk(wait)
+            if not chunk:
                 break
             chunks.append(chunk)
             taken += len(chunk)
@@ -156,6 +150,27 @@ class Console:
             self._feed("".join(chunks))
             return "data"
         return "eof" if self._eof else "timeout"
+
+    def _read_chunk(self, timeout: float) -> str | None:
+        """One read of what QEMU sent within `timeout`: "" when nothing came, None at end of file."""
+        if self._eof:
+            return None
+        try:
+            chunk: str = self._spawn.read_nonblocking(65536, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return ""
+        except pexpect.EOF:
+            self._eof = True
+            return None
+        return chunk
+
+    def settled_death(self, seconds: float = 1.0) -> str | None:
+        """After the console closed: why the guest cannot go on, giving QEMU's exit status up to
+        `seconds` to be known (the socket closes a moment before the process is reaped)."""
+        until = time.monotonic() + seconds
+        while (dead := self._is_dead()) is None and time.monotonic() < until:
+            time.sleep(0.025)
+        return dead
 
     def _drain(self) -> None:
         """After QEMU died: take whatever it wrote before dying, so the reason and tail are complete."""
@@ -220,12 +235,7 @@ class Console:
             if deadline.expired():
                 self._fail(ConsoleTimeout, f"no match within the {deadline.budget:.1f} s deadline (guest alive)", what)
             if self._read_some(min(0.1, max(0.01, deadline.remaining()))) == "eof":
-                # End of file: QEMU closed the console. Give the exit status a moment to be known.
-                for _ in range(40):
-                    if self._is_dead() is not None:
-                        break
-                    time.sleep(0.025)
-                self._fail_dead(self._is_dead() or "console closed (end of file)", what)
+                self._fail_dead(self.settled_death() or "console closed (end of file)", what)
 
     def _read_trace(self) -> None:
         """After a bad pattern, read on briefly so the tail holds the kernel's backtrace: until its end
@@ -269,16 +279,9 @@ class Console:
     def read_raw(self, timeout: float) -> str | None:
         """What arrived within `timeout`, as QEMU sent it (escape sequences kept, for a terminal): ""
         when nothing did, None at end of file. It goes into the transcript, timelines and buffer too."""
-        if self._eof:
-            return None
-        try:
-            chunk: str = self._spawn.read_nonblocking(65536, timeout=timeout)
-        except pexpect.TIMEOUT:
-            return ""
-        except pexpect.EOF:
-            self._eof = True
-            return None
-        self._feed(chunk)
+        chunk = self._read_chunk(timeout)
+        if chunk:
+            self._feed(chunk)
         return chunk
 
     def note(self, text: str) -> None:

@@ -168,13 +168,7 @@ class Attached:
                 return self.ended()
 
     def ended(self) -> Session:
-        for _ in range(40):  # QEMU closed the console: give its exit status a moment to be known
-            reason = self.machine.death_reason()
-            if reason is not None:
-                break
-            time.sleep(0.025)
-        else:
-            reason = "the console closed"
+        reason = self.machine.console.settled_death() or "the console closed"
         self.say(f"the guest ended: {reason}")
         return Session(False, reason)
 
