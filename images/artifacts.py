@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from images.debian.download import DownloadError, Wanted, download, pool
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, FetchError
-from images.debian.lock import LockedPackage, LockError
+from images.debian.lock import LockedPackage, LockError, parse_package_spec
 from images.store import Store, file_sha256
 from images.tools import BuildError, run_tool
 
@@ -107,13 +107,6 @@ def from_url(store: Store, url: str, sha256: str, what: str) -> Path:
     return folder / name
 
 
-def parse_deb(spec: str) -> tuple[str, str | None, str | None]:
-    """"name[:arch][=version]" -> (name, arch, version)."""
-    name, _, version = spec.partition("=")
-    name, _, arch = name.partition(":")
-    return name.strip(), (arch.strip() or None), (version.strip() or None)
-
-
 def artifact_set(name: str, arch: str) -> str:
     """The lock's set for one package added by `bootmatrix lock --add` (one set each: fetching one
     artifact downloads only its package, and drift is handled per package like any set)."""
@@ -122,7 +115,7 @@ def artifact_set(name: str, arch: str) -> str:
 
 def find_locked(fetcher: DebianFetcher, spec: str, debian_arch: str | None) -> tuple[str, LockedPackage]:
     """The lock's set and entry for `spec`, preferring the guest's Debian arch, then `all`."""
-    name, arch, version = parse_deb(spec)
+    name, arch, version = parse_package_spec(spec)
     found: list[tuple[str, LockedPackage]] = []
     for set_name in sorted(fetcher.lock.sets):
         for package in fetcher.packages(set_name):
@@ -158,15 +151,13 @@ def from_deb(store: Store, fetcher: DebianFetcher, spec: str, member: str, what:
         found = store.find("deb-artifact", inputs)
         if found is not None:
             return found / wanted.name
-        pairs = dict((p.sha256, path) for p, path in fetcher.fetch_set(set_name))
+        fetched = fetcher.fetch_set(set_name)
     except (LockError, FetchError) as error:
         raise ArtifactError(f"{what}: {error}") from None
-    deb = pairs.get(package.sha256)
-    if deb is None:  # the set was re-resolved (the locked file is gone): take the package of that name
-        used = [p for p, _ in fetcher.fetch_set(set_name) if p.name == package.name]
-        package = used[0]
-        deb = pairs[package.sha256] if package.sha256 in pairs else fetcher.path(package)
-        inputs["sha256"] = package.sha256
+    # The lock's own file, or, when the set was re-resolved (the locked file is gone), its name's.
+    locked = [(p, path) for p, path in fetched if p.sha256 == package.sha256]
+    package, deb = (locked or [(p, path) for p, path in fetched if p.name == package.name])[0]
+    inputs["sha256"] = package.sha256
 
     def build(content: Path) -> None:
         with tempfile.TemporaryDirectory(dir=store.root / "tmp") as scratch:

@@ -136,7 +136,6 @@ class Store:
     def __init__(self, root: Path | None = None, lock_timeout: float = 3600.0):
         self.root = root or default_cache_root()
         self.lock_timeout = lock_timeout
-        self._verified: set[str] = set()
         for sub in ("entries", "locks", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -173,7 +172,6 @@ class Store:
             if found is not None:
                 return found
             self._build(entry, name, inputs, build)
-            self._verified.add(key)
             self._touch(entry)
             return entry.content
 
@@ -185,7 +183,6 @@ class Store:
         with self.lock(key):
             if entry.root.exists():
                 self._discard(entry)
-            self._verified.discard(key)
 
     def _verify(self, entry: Entry) -> None:
         """Content as built: by the stamp's stat signature while nothing changed (every use, even in the
@@ -195,7 +192,6 @@ class Store:
         stamp = entry.root / "verified.json"
         try:
             if json.loads(stamp.read_text()) == {"content_sha256": manifest["content_sha256"], "signature": signature}:
-                self._verified.add(entry.key)
                 return
         except (FileNotFoundError, json.JSONDecodeError):
             pass
@@ -203,7 +199,6 @@ class Store:
         if actual != manifest["content_sha256"]:
             raise CorruptEntry(f"content hash {actual} != manifest {manifest['content_sha256']}")
         self._stamp_verified(entry, actual)
-        self._verified.add(entry.key)
 
     @staticmethod
     def _stamp_verified(entry: Entry, content_sha256: str) -> None:
@@ -248,7 +243,6 @@ class Store:
         aside = self.root / "tmp" / f"{entry.key}.corrupt.{uuid.uuid4().hex[:8]}"
         os.rename(entry.root, aside)
         shutil.rmtree(aside, ignore_errors=True)
-        self._verified.discard(entry.key)
 
     @staticmethod
     def _touch(entry: Entry) -> None:

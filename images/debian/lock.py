@@ -277,12 +277,18 @@ def resolve_lock(index: Indexes, path: Path, previous: Lockfile | None = None) -
     return Resolution(Lockfile(index.suite, sets, path), kept)
 
 
+def parse_package_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """"name[:arch][=version]" (apt's spelling) -> (name, arch or None, version or None)."""
+    name, _, version = spec.partition("=")
+    name, _, arch = name.partition(":")
+    return name.strip(), (arch.strip() or None), (version.strip() or None)
+
+
 def add_package(index: Indexes, lock: Lockfile, spec: str, set_name_of: Callable[[str, str], str]) -> LockedPackage:
     """Put one package ("name[:arch][=version]"; arch defaults to the host's, version to the index's
     candidate) into `lock` as a set of its own, named by `set_name_of(name, arch)`. For artifacts a
     matrix takes from Debian (`deb = ...`): `bootmatrix lock --add`."""
-    name, _, version = spec.partition("=")
-    name, _, arch = name.partition(":")
+    name, arch, version = parse_package_spec(spec)
     arch = arch or index.host
     ref = PackageRef(name, arch, version) if version else index.candidate(name, arch)
     (package,) = index.locked([ref])
