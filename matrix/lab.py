@@ -191,6 +191,11 @@ class Lab:
             return BootMedia(self.image(cell.arch, cell.image), firmware, self.gosource().stick)
         return BootMedia(self.image(cell.arch), firmware, self.stick() if cell.media == "stick" else None)
 
+    def image_of(self, cell: Cell) -> MinimalImage | None:
+        """The image whose readiness marker, failure messages and DHCP command a cell's boot uses: ours
+        (minimal, or the mostly-source first stage), or for an artifact cell the one it borrows from."""
+        return self.own_image(cell) if cell.artifact_cell else self.image(cell.arch, cell.image)
+
     def own_image(self, cell: Cell) -> MinimalImage | None:
         """Our minimal image of the cell's arch when an artifact cell borrows its kernel or initramfs."""
         borrowed = [a for a in (cell.kernel, cell.initrd) if a is not None and a.image is not None]
@@ -267,7 +272,7 @@ class Lab:
         record.packages = self.package_versions(cell)
         record.package_drift = [str(m) for m in self.drift()]
         record.config = configuration(cell, spec, record, booted=True)
-        image = self.own_image(cell) if cell.artifact_cell else self.image(cell.arch, cell.image)
+        image = self.image_of(cell)
         bad = dict(image.bad_patterns) if image is not None else {}
         bad |= {f"matrix bad pattern {pattern!r}": pattern for pattern in cell.bad}
         marker = ready_pattern(cell, image)
@@ -382,10 +387,7 @@ class Lab:
         A wait that ends without it names the last boot phase seen."""
         if machine.process is None:
             machine.start()
-        if cell is not None and cell.artifact_cell:
-            image = self.own_image(cell)
-        else:
-            image = self.image(machine.spec.arch)
+        image = self.image_of(cell) if cell is not None else self.image(machine.spec.arch)
         marker = ready_pattern(cell, image)
         try:
             if marker:

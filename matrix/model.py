@@ -101,7 +101,6 @@ BOOT_ARTIFACTS = {"kernel": "direct", "iso": "iso", "disk": "disk", "efi": "efi"
 ARTIFACT_KEYS = ("kernel", "initrd", "dtb", "iso", "disk", "efi", "code", "vars", "bios")
 # Firmware that starts an EFI application from removable media (U-Boot has an EFI boot manager too).
 UEFI_FIRMWARE = frozenset({"ovmf", "ovmf-secboot", "aavmf", "edk2", "uboot"})
-FIRMWARE_FILES = {"code": "flash (edk2 CODE)", "vars": "flash (edk2 VARS)", "bios": "-bios"}
 
 
 class Cell(BaseModel):

@@ -377,10 +377,7 @@ def bootmatrix_vms(
         if customize is not None:
             machine.spec = customize(machine.spec)
         record.config = configuration(cell, machine.spec, record, booted=boot)
-        image = bootmatrix_lab.own_image(cell) if cell.artifact_cell else bootmatrix_lab.image(cell.arch, cell.image)
-        guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel),
-                   image.dhcp_command if image is not None else DEFAULT_DHCP)
-        started.append(guest)
+        guest = _guest(machine, record, cell)
         machine.start()
         if boot:
             bootmatrix_lab.boot(machine, record, guest.deadline(), cell)
@@ -388,6 +385,14 @@ def bootmatrix_vms(
                 output, code = guest.run(prepare)
                 if code != 0:
                     pytest.fail(f"{cell.id}: prepare {prepare!r} exited {code}: {output}", pytrace=False)
+        return guest
+
+    def _guest(machine: Machine, record: BootRecord, cell: Cell) -> VM:
+        """The test's handle on a machine, in the list of VMs stopped and reported at teardown."""
+        image = bootmatrix_lab.image_of(cell)
+        guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel),
+                   image.dhcp_command if image is not None else DEFAULT_DHCP)
+        started.append(guest)
         return guest
 
     def _restore(
@@ -401,9 +406,7 @@ def bootmatrix_vms(
         try:
             machine, record = bootmatrix_lab.machine(cell, test_dir / name, name, nics, restore=True,
                                                      customize=customize, prepare=prepare)
-            guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel),
-                       bootmatrix_lab.image(cell.arch, cell.image).dhcp_command)
-            started.append(guest)
+            guest = _guest(machine, record, cell)
             bootmatrix_lab.resume(machine, record, guest.deadline())
             return guest
         except Unavailable as error:
