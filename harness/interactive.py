@@ -29,6 +29,7 @@ from harness.machine import Machine
 from harness.qmp import QMP_FAILURES
 
 ESCAPE = b"\x1d"  # Ctrl-]
+EXIT_WAIT = 10.0  # seconds for QEMU to exit after the guest ended (-no-reboot turns a reset into an exit)
 HELP = (
     "bootmatrix console: Ctrl-] then: q detach (stops the VM) | m QMP command | p power button | r reset | "
     "Ctrl-] send Ctrl-] | ? help"
@@ -41,6 +42,7 @@ class Session:
 
     detached: bool
     reason: str
+    problem: str | None = None  # the guest's end was not a clean power-off: why (Machine.end_problem)
 
 
 @contextlib.contextmanager
@@ -170,7 +172,9 @@ class Attached:
     def ended(self) -> Session:
         reason = self.machine.console.settled_death() or "the console closed"
         self.say(f"the guest ended: {reason}")
-        return Session(False, reason)
+        # QMP can say the guest is gone (SHUTDOWN) a moment before QEMU exits: judge the end once it has.
+        self.machine.wait_exit(EXIT_WAIT)
+        return Session(False, reason, self.machine.end_problem())
 
 
 def attach(machine: Machine, stdin: int = 0, stdout: int = 1) -> Session:

@@ -235,6 +235,13 @@ class Machine:
             )
         return self._wait_process(max(deadline.remaining(), 5.0))
 
+    def wait_exit(self, timeout: float) -> int | None:
+        """QEMU's exit status once it has exited, waiting up to `timeout`; None if it still runs."""
+        if self.process is None:
+            return None
+        self._wait_process(timeout)
+        return self.process.poll()
+
     def _wait_process(self, timeout: float) -> int:
         assert self.process is not None
         try:
@@ -261,7 +268,12 @@ class Machine:
         the harness, and for a death a wait has already reported."""
         if self.process is None or self.stopped_by_us or self.death_reported:
             return None
-        code = self.process.poll()
+        return self.end_problem()
+
+    def end_problem(self) -> str | None:
+        """Why QEMU, having exited, did not end normally (a signal, a non-zero status, a guest panic
+        no wait raised), whoever noticed the end; None while it runs and after a clean power-off."""
+        code = self.process.poll() if self.process is not None else None
         if code is None:
             return None
         panic = None

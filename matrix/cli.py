@@ -338,7 +338,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         machine.stop(check=False)
     out.print(f"{'detached' if session.detached else 'guest ended'}: {session.reason}")
     out.print(f"Report: {machine.workdir} (console.log, argv.txt, qmp-events.jsonl, qmp-commands.jsonl)")
-    return 0 if session.detached or "powered off" in session.reason else 1
+    return 0 if session.detached or session.problem is None else 1
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -180,3 +180,28 @@ def test_a_wrong_password_fails_at_once_on_a_bad_pattern(bootmatrix_vms, login_i
                 login={"user": "root", "password": "wrong"}, bad=("Login incorrect",))  # type: ignore[arg-type]
     with pytest.raises(GuestPanic, match="matrix bad pattern 'Login incorrect' on the console: Login incorrect"):
         bootmatrix_vms(cell)
+
+
+@pytest.mark.parametrize(("command", "status"), [("poweroff -f", 0), ("echo c > /proc/sysrq-trigger", 1)],
+                         ids=["poweroff", "panic"])
+def test_the_console_ends_with_the_guest_and_says_how(bootmatrix_lab, tmp_path: Path, command: str,  # type: ignore[no-untyped-def]
+                                                      status: int) -> None:
+    """A guest that powers itself off ends the session with exit 0; one that panics (panic=-1 reboots,
+    which -no-reboot turns into QEMU exiting 0) with exit 1. A kernel that hangs in its panic keeps the
+    session open: the person at the console sees it."""
+    _copy_of_our_image(bootmatrix_lab, tmp_path / "mine")
+    child = pexpect.spawn(CLI[0], [*CLI[1:], "console", "--arch", "x86_64", "--kernel", "mine/vmlinuz",
+                                   "--initrd", "mine/initrd", "--append", "panic=-1",
+                                   "--results", str(tmp_path / "results")],
+                          cwd=str(tmp_path), env=dict(os.environ), encoding="utf-8", timeout=180)
+    try:
+        child.expect_exact("BOOTMATRIX-READY")
+        child.send("echo ready-$((6*7))\r")
+        child.expect_exact("ready-42")
+        child.send(f"{command}\r")
+        child.expect_exact("the guest ended: ")
+        child.expect_exact("guest ended: ")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == status
