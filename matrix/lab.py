@@ -399,7 +399,9 @@ class Lab:
             machine.timeline.mark("ready", time.monotonic() - machine.t0)
         except ConsoleTimeout as error:
             seen = machine.timeline.as_dict()
-            last = max(seen, key=lambda phase: seen[phase]) if seen else None
+            # In time order, a tie kept in the order seen ("first-output" and "firmware" often share a
+            # chunk): the last entry is the furthest phase.
+            last = next(reversed(seen)) if seen else None
             phase = f"last boot phase seen: {last} at {seen[last]:.2f} s" if last else (
                 "no boot phase seen (no firmware, loader or kernel output recognised)")
             raise ConsoleTimeout(f"{error.reason}; {phase}", error.tail, error.waited_for) from None
