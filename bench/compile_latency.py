@@ -1,24 +1,34 @@
 """Compile latency of the mostly-source image, every command on every arch, side by side with the host.
 
-For each arch (and each variant asked for) one guest boots the image; once its background warm-up
-build is done (the seconds it took after ready are printed), every command of the sweep
-(matrix/latency.py) is called twice by its stub: first call = compile + link + run, second = run. The
-host then builds the same commands natively (amd64, the host's go from the same Go root, a fresh copy of
-the same warm cache, in the same order), so the ratio guest/host compares like with like. Prints per
-command, then median and max per arch and variant.
+For each arch (and each variant asked for) `--boots` guests (default 3) boot the image one after the
+other; once a guest's background warm-up build is done (the seconds it took after ready are printed),
+every command of the sweep (matrix/latency.py) is called twice by its stub: first call = build + run,
+second = run through the stub; then each built binary is run as itself, so "2nd over own" is what the
+stub and the builder add to a call. A command's figure is its median over the boots. The host then
+builds the same commands natively (amd64, `go build` of the host's go from the same Go root, a fresh
+copy of the same warm cache, in the same order), so the ratio guest/host compares like with like.
+
+Prints per command, then per arch and variant: ready, warm-up, median and slowest first call, median
+second call and its excess over the binary's own run, the host's median, the ratio, and where a first
+call's time goes: the builder's own report (BMBUILD_VERBOSE) of its plan check, compile and link (medians
+over commands), and the rest (exec of the stub, the builder and the binary, the binary's run, the console
+round trip). "plan" counts the first calls that took the build plan (the others ran `go build`).
 
 `--build` also times building the whole 3-arch image (Go root with warm caches, programs, first stages,
 stick) in an empty store: `warm` shares the downloaded packages, `cold` downloads them too.
 
 Variants (what each changes, to find what costs time in a first call):
-    default       the image as shipped
+    default       the image as shipped (first calls through the build plans)
+    no-plan       every first call through `go build`, as before the plans (BMBUILD_PLAN=0)
+    gogc100       the plan's compile and link at Go's default GOGC=100 instead of 400 (BMBUILD_GOGC=100)
+    thp           transparent huge pages for all anonymous memory (transparent_hugepage=always)
     cache-copy    warm cache copied to tmpfs at boot instead of linked (bm.gocache=copy)
     dwarf         linker writes symbols and DWARF (BMBUILD_LDFLAGS= instead of "-s -w")
     gomaxprocs1   the go command and the compiler limited to one thread
     no-warmup     no warm-up build in the background after boot (bm.warmup=0)
 
-    .venv/bin/python bench/compile_latency.py [--arch riscv64] [--variants default,dwarf] [--build warm]
-                                              [--prebuild]
+    .venv/bin/python bench/compile_latency.py [--arch riscv64] [--variants default,no-plan] [--boots 3]
+                                              [--build warm] [--prebuild]
 """
 
 from __future__ import annotations
@@ -41,11 +51,14 @@ from images.debian.fetch import share_downloads
 from images.recipes.gosource import BUILD_ENV, GUEST_GO, build_go_root, command_sources
 from images.store import Store
 from matrix.lab import ARCHES, Lab
-from matrix.latency import SWEEP, CallTimes, run_sweep, wait_for_log
+from matrix.latency import SWEEP, CallTimes, own_run_times, run_sweep, wait_for_log
 from matrix.profiles import direct_cell
 
 VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep)
     "default": ("", ""),
+    "no-plan": ("", "export BMBUILD_PLAN=0"),
+    "gogc100": ("", "export BMBUILD_GOGC=100"),
+    "thp": ("transparent_hugepage=always", ""),
     "cache-copy": ("bm.gocache=copy", ""),
     "dwarf": ("", "export BMBUILD_LDFLAGS="),
     "gomaxprocs1": ("", "export GOMAXPROCS=1"),
@@ -58,6 +71,7 @@ class Sweep:
     arch: str
     variant: str
     calls: dict[str, CallTimes]
+    own: dict[str, float]  # seconds of each built binary run as itself
     ready: float | None
     warmup_wait: float | None  # seconds from ready until the warm-up build was done (None: no warm-up)
 
@@ -71,7 +85,30 @@ def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
         if setup:
             machine.console.run(setup, Deadline.after(30))
         warmup, calls = run_sweep(machine.console)
-    return Sweep(arch, variant, calls, record.time_to_ready, warmup)
+        own = own_run_times(machine.console, SWEEP)
+    return Sweep(arch, variant, calls, own, record.time_to_ready, warmup)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def combined(boots: list[Sweep]) -> Sweep:
+    """One sweep of the boots of an arch and variant: each figure the median over the boots."""
+    calls = {}
+    for name in boots[0].calls:
+        runs = [b.calls[name] for b in boots]
+        how = runs[0].how if len({r.planned for r in runs}) == 1 else "mixed"
+        stage_names = {stage for r in runs for stage in r.stages}
+        stages = ", ".join(f"{stage} {_median([r.stages[stage] for r in runs if stage in r.stages]):.3f} s"
+                           for stage in ("check", "compile", "link") if stage in stage_names)
+        calls[name] = CallTimes(_median([r.first for r in runs]), _median([r.second for r in runs]),
+                                all(r.built for r in runs), f"plan: {stages}" if how.startswith("plan:") else how)
+    own = {name: _median([b.own[name] for b in boots]) for name in boots[0].own}
+    ready = [b.ready for b in boots if b.ready is not None]
+    warm = [b.warmup_wait for b in boots if b.warmup_wait is not None]
+    return Sweep(boots[0].arch, boots[0].variant, calls, own, _median(ready) if ready else None,
+                 _median(warm) if warm else None)
 
 
 def host_builds(lab: Lab, work: Path) -> dict[str, float]:
@@ -134,6 +171,7 @@ def main() -> int:
     parser.add_argument("--variants", default="default", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--build", action="append", choices=("warm", "cold"), default=[])
     parser.add_argument("--prebuild", action="store_true", help="also time the background pre-build per arch")
+    parser.add_argument("--boots", type=int, default=3, help="guests per arch and variant (default 3)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -146,17 +184,22 @@ def main() -> int:
         work = Path(tmp)
         for variant in variants:
             for arch in args.arch or ARCHES:
-                sweeps.append(guest_sweep(lab, arch, variant, work / f"{arch}-{variant}"))
+                boots = [guest_sweep(lab, arch, variant, work / f"{arch}-{variant}-{n}") for n in range(args.boots)]
+                sweeps.append(combined(boots))
         host = host_builds(lab, work / "host")
         prebuilt = [prebuild(lab, arch, work / f"{arch}-prebuild") for arch in args.arch or ARCHES] \
             if args.prebuild else []
-    print(f"{'arch':8} {'variant':12} {'command':10} {'first s':>8} {'second s':>9} {'host s':>7} {'ratio':>6}")
+    print(f"medians over {args.boots} boot(s) per arch and variant\n")
+    print(f"{'arch':8} {'variant':12} {'command':10} {'first s':>8} {'second s':>9} {'own s':>6} {'host s':>7} "
+          f"{'ratio':>6}  how")
     for sweep in sweeps:
         for name, times in sweep.calls.items():
             print(f"{sweep.arch:8} {sweep.variant:12} {name:10} {times.first:8.2f} {times.second:9.3f} "
-                  f"{host[name]:7.2f} {times.first / host[name]:6.1f}" + ("" if times.built else "  (not built!)"))
+                  f"{sweep.own[name]:6.3f} {host[name]:7.2f} {times.first / host[name]:6.1f}  {times.how}"
+                  + ("" if times.built else "  (not built!)"))
     print(f"\n{'arch':8} {'variant':12} {'ready s':>8} {'warm-up s':>9} {'median 1st':>10} {'max 1st':>8} "
-          f"{'(command)':12} {'median 2nd':>10} {'host med':>8} {'ratio med':>9}")
+          f"{'(command)':10} {'median 2nd':>10} {'2nd-own':>8} {'host med':>8} {'ratio':>6} {'plan':>5} "
+          f"{'check':>6} {'compile':>7} {'link':>6} {'rest':>6}")
     host_median = statistics.median(host.values())
     for sweep in sweeps:
         firsts = {name: t.first for name, t in sweep.calls.items()}
@@ -164,9 +207,15 @@ def main() -> int:
         median = statistics.median(firsts.values())
         ready = f"{sweep.ready:8.2f}" if sweep.ready is not None else "       -"
         warm = f"{sweep.warmup_wait:9.1f}" if sweep.warmup_wait is not None else "        -"
-        print(f"{sweep.arch:8} {sweep.variant:12} {ready} {warm} {median:10.2f} {firsts[slowest]:8.2f} {slowest:12} "
-              f"{statistics.median(t.second for t in sweep.calls.values()):10.3f} {host_median:8.3f} "
-              f"{median / host_median:9.1f}")
+        excess = statistics.median(t.second - sweep.own[name] for name, t in sweep.calls.items())
+        planned = sum(t.planned for t in sweep.calls.values())
+        stage = {key: _median([t.stages[key] for t in sweep.calls.values() if key in t.stages])
+                 for key in ("check", "compile", "link")}
+        rest = statistics.median(t.first - sum(t.stages.values()) for t in sweep.calls.values())
+        print(f"{sweep.arch:8} {sweep.variant:12} {ready} {warm} {median:10.2f} {firsts[slowest]:8.2f} {slowest:10} "
+              f"{statistics.median(t.second for t in sweep.calls.values()):10.3f} {excess:8.3f} {host_median:8.3f} "
+              f"{median / host_median:6.1f} {planned:2}/{len(sweep.calls):2} {stage['check']:6.3f} "
+              f"{stage['compile']:7.3f} {stage['link']:6.3f} {rest:6.3f}")
     for line in prebuilt:
         print(f"\nbackground pre-build, {line}")
     for kind in args.build:

@@ -9,6 +9,7 @@ emulates every instruction, so it gets its own.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from harness.console import Console
 from harness.deadline import Deadline
 from matrix.model import CompileBudget
 
-FIRST_CALL_MEDIAN = "compile_first_median_s"  # the history metric the baseline comparison uses
+FIRST_CALL_MEDIAN = "compile_first_median_s"
+BUILT = re.compile(r"bmbuild: built \S+ in [0-9.]+ s \((.*)\)")  # images/guest/go/bmbuild: its verbose report
+STAGE = re.compile(r"\b(check|compile|link) ([0-9.]+) s\b")  # the history metric the baseline comparison uses
 # The sweep `bootmatrix run` and bench/compile_latency.py time: each command with arguments that succeed
 # twice in a row on the image. Left out: ln and mv (a second call finds its target), umount and poweroff
 # (they take the guest's file systems or the guest away), wget (it needs a server).
@@ -35,6 +38,16 @@ class CallTimes:
     first: float  # seconds: the stub's first call, which builds the command, then runs it
     second: float  # seconds: the call after, which runs the built binary
     built: bool  # the builder reported a build on the first call and none on the second
+    how: str = ""  # the builder's words on how: "plan: check 0.02 s, compile 0.20 s, link 0.58 s" or "go build: ..."
+
+    @property
+    def planned(self) -> bool:
+        return self.how.startswith("plan:")
+
+    @property
+    def stages(self) -> dict[str, float]:
+        """Seconds of each stage the builder timed (check, compile, link), from its report."""
+        return {name: float(seconds) for name, seconds in STAGE.findall(self.how)}
 
 
 @dataclass
@@ -99,8 +112,21 @@ def measure_calls(console: Console, commands: dict[str, str], deadline_s: float 
             outputs.append(output)
             seconds.append(took)
         built = f"bmbuild: built {name} in" in outputs[0] and "bmbuild: built" not in outputs[1]
-        times[name] = CallTimes(round(seconds[0], 3), round(seconds[1], 3), built)
+        report = BUILT.search(outputs[0])
+        times[name] = CallTimes(round(seconds[0], 3), round(seconds[1], 3), built, report.group(1) if report else "")
     return times
+
+
+def own_run_times(console: Console, commands: dict[str, str], deadline_s: float = 60.0) -> dict[str, float]:
+    """Seconds of each built command run as itself (/run/bm/cache/bin/<name>), without its stub and the
+    builder: what a second call costs over it is the builder's own overhead."""
+    seconds = {}
+    for name, arguments in commands.items():
+        output, code, took = _timed_call(console, f"/run/bm/cache/bin/{name} {arguments} 2>&1 >/dev/null", deadline_s)
+        if code != 0:
+            raise RuntimeError(f"the built {name} {arguments} failed ({code}): {output}")
+        seconds[name] = round(took, 3)
+    return seconds
 
 
 def run_sweep(console: Console) -> tuple[float | None, dict[str, CallTimes]]:

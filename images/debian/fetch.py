@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -104,6 +105,9 @@ class DebianFetcher:
         self._http: urllib3.PoolManager | None = None
         self._index: Indexes | None = None
         self.drift: list[Moved] = []  # what this process uses instead of the lock, for reports
+        # Recipes may build in threads (the mostly-source image does); what a set stands for and getting
+        # its files (the mirror, the HTTP pool, re-resolving) happen one set at a time.
+        self._serial = threading.RLock()
 
     # -- what a set is -------------------------------------------------------------------------------
 
@@ -127,6 +131,10 @@ class DebianFetcher:
     def packages(self, set_name: str) -> list[LockedPackage]:
         """The packages a set stands for now: the lock's, or (not in locked mode) the set re-resolved
         earlier because locked files were gone, for as long as the lock's own set is unchanged."""
+        with self._serial:
+            return self._packages(set_name)
+
+    def _packages(self, set_name: str) -> list[LockedPackage]:
         locked = self.lock.packages(set_name)
         override = self._overrides().get(set_name)
         if override is None or override.get("replaces") != _set_digest(locked):
@@ -176,6 +184,10 @@ class DebianFetcher:
 
     def fetch_set(self, set_name: str) -> list[tuple[LockedPackage, Path]]:
         """The set's packages, each verified in the cache; downloads what is missing (see the module doc)."""
+        with self._serial:
+            return self._fetch_set(set_name)
+
+    def _fetch_set(self, set_name: str) -> list[tuple[LockedPackage, Path]]:
         packages = self.packages(set_name)
         missing = [p for p in packages if not self.verified(p)]
         if missing:

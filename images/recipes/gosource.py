@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,11 +117,12 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
         with tempfile.TemporaryDirectory(prefix="bm-go-") as tmp:
             scratch = Path(tmp)
             extract_deb(source_deb, scratch / "src", lambda p: p.startswith(f"{share}/src/"))
-            shutil.move(scratch / "src" / share / "src", goroot / "src")
             for guest_arch, (_, deb) in sorted(toolchains.items()):
+                extract_deb(deb, scratch / GUEST_DEBIAN_ARCH[guest_arch])
+            shutil.move(scratch / "src" / share / "src", goroot / "src")
+            for guest_arch in sorted(toolchains):
                 goarch = GUEST_DEBIAN_ARCH[guest_arch]
                 unpacked = scratch / goarch
-                extract_deb(deb, unpacked)
                 tools = goroot / f"pkg/tool/linux_{goarch}"
                 tools.mkdir(parents=True)
                 for tool in GO_TOOLS:
@@ -132,8 +134,11 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
                     for name in ("VERSION", "go.env"):
                         shutil.copy2(unpacked / lib / name, goroot / name)
             _stamp_sources(goroot / "src")
+            # One arch after the other: the three side by side took longer here (50 s, not 43 s), the
+            # compiles of one `go build` already keep both cores busy most of the time.
             for guest_arch in sorted(toolchains):
                 _warm_cache(content, GUEST_DEBIAN_ARCH[guest_arch])
+            shutil.rmtree(content / "dev")
 
     sets = [*go_sets.values(), GO_SRC_SET]
     return GoRoot(built_from(store, fetcher, f"go-root-{GO_VERSION}", sets, inputs_of=inputs, build=build))
@@ -147,44 +152,46 @@ def _stamp_sources(src: Path) -> None:
         os.utime(path, (stick_module.EPOCH, stick_module.EPOCH), follow_symlinks=False)
 
 
-def _in_root(content: Path, goarch: str, *args: str) -> str:
+def _in_root(content: Path, goarch: str, *args: str, wd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the host's go inside the root as the guest will see it (GOROOT=/go, GOCACHE=/gocache/...):
     a rootless chroot in a user namespace. The cache's index entries name the GOROOT path, so entries
     made under another path would miss in the guest, and its first build would index the std packages
     itself (measured: 3 s on x86_64 under TCG)."""
-    scratch = content / "warm"
+    name = f"warm-{goarch}"  # one per arch: the arches warm side by side in one root
+    scratch = content / name
     scratch.mkdir(exist_ok=True)
     # os/exec opens /dev/null for a child's unused stdin/stdout; an empty file does (no mknod rootless).
+    # The caller removes it when every run in the root is done.
     (content / "dev").mkdir(exist_ok=True)
-    (content / "dev/null").write_bytes(b"")
+    if not (content / "dev/null").exists():
+        (content / "dev/null").write_bytes(b"")
     env = {"PATH": f"/linux_{host_debian_arch()}/bin", "GOROOT": "/go", "GOARCH": goarch,
-           "GOCACHE": f"/gocache/linux_{goarch}", "GOPATH": "/warm/gopath", "HOME": "/warm", "TMPDIR": "/warm",
-           "TZ": "UTC", **BUILD_ENV}
+           "GOCACHE": f"/gocache/linux_{goarch}", "GOPATH": f"/{name}/gopath", "HOME": f"/{name}",
+           "TMPDIR": f"/{name}", "TZ": "UTC", **BUILD_ENV}
     unshare = shutil.which("unshare") or "/usr/bin/unshare"  # util-linux; env PATH below is the root's
-    argv = [unshare, "--user", "--map-root-user", f"--root={content}", "--wd=/warm",
+    argv = [unshare, "--user", "--map-root-user", f"--root={content}", f"--wd={wd or '/' + name}",
             f"/linux_{host_debian_arch()}/bin/go", *args]
     try:
-        done = run_tool(argv, f"warming the Go cache for {goarch} (go {' '.join(args[:3])} ...; a rootless chroot "
-                        "needs user namespaces)", env=env)
+        return run_tool(argv, f"running go in the image's root for {goarch} (go {' '.join(args[:3])} ...; a "
+                        "rootless chroot needs user namespaces)", env=env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(content / "dev", ignore_errors=True)
-    return done.stdout
 
 
 def _warm_cache(content: Path, goarch: str) -> None:
     tree_commands = list(GO_TREE_COMMANDS.values())
-    dependencies = [p for p in _in_root(content, goarch, "list", "-deps", *tree_commands).split()
+    dependencies = [p for p in _in_root(content, goarch, "list", "-deps", *tree_commands).stdout.split()
                     if p not in tree_commands]
     _in_root(content, goarch, "build", *WARM_PACKAGES, *dependencies)
     _fix_cache_times(content / f"gocache/linux_{goarch}")
 
 
-def _fix_cache_times(cache: Path) -> None:
+def _fix_cache_times(cache: Path, *, write_trim: bool = True) -> None:
     for entry in cache.glob("??/*-a"):
         fixed = CACHE_ENTRY_TIME.sub(lambda m: m.group(1) + b"%20d\n" % FIXED_CACHE_TIME, entry.read_bytes())
         entry.write_bytes(fixed)
-    (cache / "trim.txt").write_text(str(FIXED_CACHE_TIME // 10**9))
+    if write_trim:
+        (cache / "trim.txt").write_text(str(FIXED_CACHE_TIME // 10**9))
 
 
 GUEST_GO = Path(__file__).parent.parent / "guest" / "go"
@@ -240,7 +247,11 @@ def build_programs(store: Store, go_root: GoRoot) -> Path:
                 (tree / rel).write_bytes(data)
             host_go = go_root.go(host_debian_arch())
             for goarch in sorted(set(GUEST_DEBIAN_ARCH.values())):
-                env = go_environment(go_root.goroot, goarch, Path(tmp) / f"cache-{goarch}", Path(tmp) / "home")
+                # A copy of the arch's warm cache: the standard library is compiled already (with -trimpath
+                # its entries do not name the GOROOT path), which took 5-6 s per arch without it.
+                cache = Path(tmp) / f"cache-{goarch}"
+                shutil.copytree(go_root.cache(goarch), cache)
+                env = go_environment(go_root.goroot, goarch, cache, Path(tmp) / "home")
                 for program in PROGRAMS:
                     target = content / f"linux_{goarch}/bin/{program}"
                     run_tool([str(host_go), "build", "-buildvcs=false", "-ldflags=-s -w", "-o", str(target),
@@ -275,9 +286,11 @@ def _shell_files(debs: Debs, scratch: Path) -> dict[str, Path]:
     return files
 
 
-def root_files(go_root: GoRoot, programs: Path, shell: dict[str, Path]) -> tuple[dict[str, bytes | Path], list[str]]:
+def root_files(go_root: GoRoot, programs: Path, plans: Path, shell: dict[str, Path]
+               ) -> tuple[dict[str, bytes | Path], list[str]]:
     """Every file of the mostly-source root by path, and the Go tree files FAT cannot hold (left out)."""
     tree = {p.relative_to(go_root.root).as_posix(): p for p in go_root.files()}
+    tree.update({p.relative_to(plans).as_posix(): p for p in plans.rglob("*") if p.is_file()})
     kept, left_out = _fat_safe(list(tree))
     files: dict[str, bytes | Path] = {rel: tree[rel] for rel in kept}
     files.update({p.relative_to(programs).as_posix(): p for p in programs.rglob("*") if p.is_file()})
@@ -327,7 +340,8 @@ class GoSourceImage:
 
 
 def build_gosource_image(
-    store: Store, fetcher: DebianFetcher, go_root: GoRoot, programs: Path, stage1: dict[str, MinimalImage]
+    store: Store, fetcher: DebianFetcher, *, go_root: GoRoot, programs: Path, plans: Path,
+    stage1: dict[str, MinimalImage],
 ) -> GoSourceImage:
     shells = {arch: shell_set(arch) for arch in GUEST_DEBIAN_ARCH}
 
@@ -336,6 +350,7 @@ def build_gosource_image(
             "recipe_version": RECIPE_VERSION,
             "go_root": go_root.root.parent.name,
             "programs": programs.parent.name,
+            "plans": plans.parent.name,
             "stage1": {arch: image.key for arch, image in sorted(stage1.items())},
             "shell": {arch: [p.sha256 for p in sets[name]] for arch, name in shells.items()},
             "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]),
@@ -345,7 +360,7 @@ def build_gosource_image(
 
     def build(content: Path, debs: Debs) -> None:
         with tempfile.TemporaryDirectory(prefix="bm-gosource-") as tmp, stick_tools(debs[STICK_TOOLS_SET]) as tools:
-            files, left_out = root_files(go_root, programs, _shell_files(debs, Path(tmp)))
+            files, left_out = root_files(go_root, programs, plans, _shell_files(debs, Path(tmp)))
             files.update(stick_files(stage1, tools, uefi_only=False))
             write_stick(content / "stick.img", files, tools, uefi_only=False, directories=MOUNT_POINTS)
             summary = {**census(files), "left_out": left_out}

@@ -89,6 +89,7 @@ def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyp
         first, code = run(f"BMBUILD_VERBOSE=1 {command} {arguments} 2>&1")  # the builder speaks before the exec
         report, _, output = first.partition("\n")
         assert code == 0 and report.startswith(f"bmbuild: built {command} in") and output == expected, first
+        assert "(plan: check" in report, report  # the image's exact plan, not `go build`
         timings[command] = float(report.split(" in ")[1].split()[0])
         inode = run(f"ls -i /run/bm/cache/bin | grep ' {command}$'")
         second, code = run(f"BMBUILD_VERBOSE=1 {command} {arguments}")
@@ -113,6 +114,7 @@ def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyp
     output, code = run(f"printf \"{program % 'v2'}\" > /tmp/src/cmds/greet/main.go && "
                        "BMBUILD_VERBOSE=1 /tmp/ubin/greet")
     assert code == 0 and output.startswith("bmbuild: built greet in") and output.endswith("v2"), output
+    assert "(go build: no plan)" in output, output  # a command of the user's: the go command builds it
 
     # Two shells calling a new command at once build it once.
     output, code = run("cp -r /tmp/src/cmds/cat /tmp/src/cmds/twice && "
@@ -183,6 +185,33 @@ def test_system_commands_honour_their_options(  # type: ignore[no-untyped-def]
     readback, _ = run(LEASE_READBACK.format(interface="eth0"))
     parsed = parse_lease("eth0", readback, 0.0)
     assert parsed is not None and (parsed.address, parsed.prefix, parsed.gateway) == ("10.0.2.15", 24, "10.0.2.2")
+
+
+def test_a_changed_package_is_not_taken_from_the_plan(bootmatrix_vms) -> None:  # type: ignore[no-untyped-def]
+    """The plan of uname names the compiled internal/utsname of the image: once that package's source
+    differs (a tmpfs over its folder on the read-only root), the first call must build from the changed
+    source with `go build`, and a later change to it must rebuild uname again."""
+    guest = bootmatrix_vms(gosource_cell("riscv64"))
+    run = lambda command: guest.console.run(command, Deadline.after(600))  # noqa: E731
+    package = "/src/internal/utsname"
+    output, code = run(f"cp -r {package} /tmp/utsname && mount -t tmpfs tmpfs {package} && "
+                       f"cp /tmp/utsname/utsname.go {package}/ && "
+                       f"printf 'func init() {{ println(\"changed once\") }}\\n' >> {package}/utsname.go")
+    assert code == 0, output
+    output, code = run("BMBUILD_VERBOSE=1 uname -m 2>&1")
+    assert code == 0, output
+    assert f"(go build: plan stale: {package}/utsname.go changed)" in output, output
+    assert "changed once" in output and output.endswith(guest.cell.arch), output
+
+    output, code = run(f"sleep 1 && printf 'func init() {{ println(\"changed twice\") }}\\n' >> {package}/utsname.go"
+                       " && BMBUILD_VERBOSE=1 uname -m 2>&1")
+    assert code == 0 and "bmbuild: built uname" in output and "changed twice" in output, output
+    output, code = run("BMBUILD_VERBOSE=1 uname -m 2>&1")  # nothing changed since: not rebuilt
+    assert code == 0 and "bmbuild: built" not in output and "changed twice" in output, output
+
+    # The plan of another command that imports nothing changed is still taken.
+    output, code = run("BMBUILD_VERBOSE=1 hostname 2>&1")
+    assert code == 0 and "(plan: check" in output, output
 
 
 def test_latency_gate_fails_a_slowed_build(bootmatrix_vms, record_property) -> None:  # type: ignore[no-untyped-def]

@@ -5,7 +5,10 @@
 // "bmbuild /src/cmds/<name> /ubin/<name> args...". The first call builds the
 // command into /run/bm/cache/bin (tmpfs) under a flock, so two shells calling
 // a new command at once build it once; later calls exec the binary at once.
-// A source file newer than the binary makes the next call rebuild it.
+// A first call runs the compiler and the linker directly when the image holds
+// an exact build plan for the command (plan.go), else `go build`. A source
+// file newer than the binary, in the command's folder or in a package of its
+// module it imports, makes the next call rebuild it (fresh.go).
 //
 // "bmbuild -prebuild" builds every stubbed command that is not built yet,
 // smallest source first (init starts it at nice 19 when the kernel command
@@ -22,7 +25,8 @@
 // BMBUILD_LDFLAGS overrides the linker flags (default "-s -w": no symbol
 // table and no DWARF, which the linker would otherwise spend time writing);
 // BMBUILD_DELAY=<seconds> sleeps before each build, to show that a latency
-// gate fails on a slowed build.
+// gate fails on a slowed build; BMBUILD_PLAN=0 always uses `go build`;
+// BMBUILD_GOGC sets the tools' GOGC on the plan's path (default 400).
 package main
 
 import (
@@ -58,16 +62,67 @@ func goEnv() []string {
 		"PATH=/"+arch+"/bin:"+os.Getenv("PATH"))
 }
 
+// build makes binary from source: through the command's plan when the image has an exact one, else with
+// `go build`; then records what the binary was built from.
 func build(source, binary string) error {
 	if delay, err := strconv.ParseFloat(os.Getenv("BMBUILD_DELAY"), 64); err == nil {
 		time.Sleep(time.Duration(delay * float64(time.Second)))
 	}
 	started := time.Now()
+	temporary := binary + ".tmp"
+	how, planned, err := buildWithPlan(source, binary, temporary)
+	if !planned {
+		how = "go build: " + how
+		if err := goBuild(source, temporary); err != nil {
+			return err
+		}
+		err = scanDeps(source).write(binary)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(temporary, binary); err != nil {
+		return err
+	}
+	if os.Getenv("BMBUILD_VERBOSE") != "" {
+		fmt.Fprintf(os.Stderr, "bmbuild: built %s in %.2f s (%s)\n", filepath.Base(source), time.Since(started).Seconds(), how)
+	}
+	return nil
+}
+
+// buildWithPlan builds through the plan when there is an exact one: ("plan", true, error of recording
+// the deps), or (why not, false, nil).
+func buildWithPlan(source, binary, temporary string) (string, bool, error) {
+	if os.Getenv("BMBUILD_PLAN") == "0" {
+		return "BMBUILD_PLAN=0", false, nil
+	}
+	if ldflags, set := os.LookupEnv("BMBUILD_LDFLAGS"); set && ldflags != defaultLD {
+		return "BMBUILD_LDFLAGS differs from the plan's", false, nil
+	}
+	checking := time.Now()
+	p, err := readPlan(planFile(source))
+	if os.IsNotExist(err) {
+		return "no plan", false, nil
+	}
+	if err != nil {
+		return err.Error(), false, nil
+	}
+	if why := p.stale(source, filepath.Join(state, "cache/work", filepath.Base(source))); why != "" {
+		return "plan stale: " + why, false, nil
+	}
+	checked := fmt.Sprintf("check %.3f s", time.Since(checking).Seconds())
+	steps, err := p.run(temporary)
+	if err != nil {
+		return fmt.Sprintf("the plan failed (%v)", err), false, nil
+	}
+	return "plan: " + strings.Join(append([]string{checked}, steps...), ", "), true, p.deps().write(binary)
+}
+
+func goBuild(source, temporary string) error {
 	ldflags, set := os.LookupEnv("BMBUILD_LDFLAGS")
 	if !set {
 		ldflags = defaultLD
 	}
-	temporary := binary + ".tmp"
 	// By absolute path: exec.Command looks the name up in our own PATH, not in cmd.Env's.
 	cmd := exec.Command("/linux_"+runtime.GOARCH+"/bin/go", "build", "-buildvcs=false", "-ldflags="+ldflags,
 		"-o", temporary, ".")
@@ -78,31 +133,7 @@ func build(source, binary string) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("could not build %s: %v", source, err)
 	}
-	if err := os.Rename(temporary, binary); err != nil {
-		return err
-	}
-	if os.Getenv("BMBUILD_VERBOSE") != "" {
-		fmt.Fprintf(os.Stderr, "bmbuild: built %s in %.2f s\n", filepath.Base(source), time.Since(started).Seconds())
-	}
 	return nil
-}
-
-// stale says whether binary is missing or older than a file of its source directory.
-func stale(source, binary string) bool {
-	built, err := os.Stat(binary)
-	if err != nil {
-		return true
-	}
-	entries, err := os.ReadDir(source)
-	if err != nil {
-		return false // let the build report it
-	}
-	for _, entry := range entries {
-		if info, err := entry.Info(); err == nil && info.ModTime().After(built.ModTime()) {
-			return true
-		}
-	}
-	return false
 }
 
 // ensure builds the command of source into the tmpfs cache unless an up-to-date binary is there.
