@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -74,6 +74,7 @@ class Sweep:
     own: dict[str, float]  # seconds of each built binary run as itself
     ready: float | None
     warmup_wait: float | None  # seconds from ready until the warm-up build was done (None: no warm-up)
+    boot_medians: list[float] = field(default_factory=list)  # each boot's median first call, for the spread
 
 
 def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
@@ -108,7 +109,8 @@ def combined(boots: list[Sweep]) -> Sweep:
     ready = [b.ready for b in boots if b.ready is not None]
     warm = [b.warmup_wait for b in boots if b.warmup_wait is not None]
     return Sweep(boots[0].arch, boots[0].variant, calls, own, _median(ready) if ready else None,
-                 _median(warm) if warm else None)
+                 _median(warm) if warm else None,
+                 sorted(statistics.median(c.first for c in b.calls.values()) for b in boots))
 
 
 def host_builds(lab: Lab, work: Path) -> dict[str, float]:
@@ -216,6 +218,9 @@ def main() -> int:
               f"{statistics.median(t.second for t in sweep.calls.values()):10.3f} {excess:8.3f} {host_median:8.3f} "
               f"{median / host_median:6.1f} {planned:2}/{len(sweep.calls):2} {stage['check']:6.3f} "
               f"{stage['compile']:7.3f} {stage['link']:6.3f} {rest:6.3f}")
+    print("\nspread over the boots: each boot's median first call, lowest to highest")
+    for sweep in sweeps:
+        print(f"{sweep.arch:8} {sweep.variant:12} " + " ".join(f"{m:.2f}" for m in sweep.boot_medians))
     for line in prebuilt:
         print(f"\nbackground pre-build, {line}")
     for kind in args.build:

@@ -46,9 +46,11 @@ def test_no_samples_is_an_error() -> None:
         judge_latency({}, BUDGET, "tcg")
 
 
-def test_the_gosource_matrix_has_the_issue_budgets() -> None:
+def test_the_gosource_matrix_has_the_measured_budgets() -> None:
+    """TCG's median tightened from 2.0 s once first calls went through build plans (medians 0.74-1.29 s
+    by arch in bench/compile_latency.py); see the README's table."""
     budget = load_compile_budget(GOSOURCE_MATRIX)
-    assert budget == CompileBudget(kvm=LatencyLimits(median=0.5, max=1.5), tcg=LatencyLimits(median=2.0, max=4.0),
+    assert budget == CompileBudget(kvm=LatencyLimits(median=0.5, max=1.5), tcg=LatencyLimits(median=1.6, max=4.0),
                                    baseline_tolerance=0.2, min_runs=3)
     assert load_compile_budget(DEFAULT_MATRIX) is None
 
