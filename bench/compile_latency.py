@@ -22,6 +22,7 @@ Variants (what each changes, to find what costs time in a first call):
     no-plan       every first call through `go build`, as before the plans (BMBUILD_PLAN=0)
     gogc100       the plan's compile and link at Go's default GOGC=100 instead of 400 (BMBUILD_GOGC=100)
     thp           transparent huge pages for all anonymous memory (transparent_hugepage=always)
+    smp1          one vCPU instead of two
     cache-copy    warm cache copied to tmpfs at boot instead of linked (bm.gocache=copy)
     dwarf         linker writes symbols and DWARF (BMBUILD_LDFLAGS= instead of "-s -w")
     gomaxprocs1   the go command and the compiler limited to one thread
@@ -54,15 +55,16 @@ from matrix.lab import ARCHES, Lab
 from matrix.latency import SWEEP, CallTimes, own_run_times, run_sweep, wait_for_log
 from matrix.profiles import direct_cell
 
-VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep)
-    "default": ("", ""),
-    "no-plan": ("", "export BMBUILD_PLAN=0"),
-    "gogc100": ("", "export BMBUILD_GOGC=100"),
-    "thp": ("transparent_hugepage=always", ""),
-    "cache-copy": ("bm.gocache=copy", ""),
-    "dwarf": ("", "export BMBUILD_LDFLAGS="),
-    "gomaxprocs1": ("", "export GOMAXPROCS=1"),
-    "no-warmup": ("bm.warmup=0", ""),
+VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep, vCPUs)
+    "default": ("", "", 2),
+    "no-plan": ("", "export BMBUILD_PLAN=0", 2),
+    "gogc100": ("", "export BMBUILD_GOGC=100", 2),
+    "thp": ("transparent_hugepage=always", "", 2),
+    "smp1": ("", "", 1),
+    "cache-copy": ("bm.gocache=copy", "", 2),
+    "dwarf": ("", "export BMBUILD_LDFLAGS=", 2),
+    "gomaxprocs1": ("", "export GOMAXPROCS=1", 2),
+    "no-warmup": ("bm.warmup=0", "", 2),
 }
 
 
@@ -78,8 +80,8 @@ class Sweep:
 
 
 def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
-    append, setup = VARIANTS[variant]
-    cell = direct_cell(arch, image="gosource", memory_mib=2048, smp=2, append=append)
+    append, setup, vcpus = VARIANTS[variant]
+    cell = direct_cell(arch, image="gosource", memory_mib=2048, smp=vcpus, append=append)
     machine, record = lab.machine(cell, workdir)
     with machine:
         lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))

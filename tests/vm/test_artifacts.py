@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,9 @@ def test_a_ready_pattern_that_never_comes_fails_at_the_deadline_with_the_last_ph
     with pytest.raises(ConsoleTimeout) as caught:
         bootmatrix_vms(cell)
     assert "no match within the 20.0 s deadline (guest alive); last boot phase seen: firmware at" in str(caught.value)
-    assert "Memtest86+" in caught.value.tail
+    # The tail is memtest's own screen; its banner may have scrolled out of the tail under its redraws (seen
+    # once on a loaded host: the tail began mid-banner), so any of its fixed status words will do.
+    assert re.search(r"Memtest86\+|Pass:\s+\d+|Errors:\s+\d+", caught.value.tail), caught.value.tail
 
 
 def _copy_of_our_image(lab, folder: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
