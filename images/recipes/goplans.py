@@ -156,31 +156,25 @@ def _tree_files(root: Path, folder: str) -> dict[str, str]:
             for p in sorted(host.iterdir()) if p.is_file()}
 
 
-def _link_tree(source: Path, target: Path) -> None:
-    """target as hard links to source's files: the chroot reads them, nothing writes them."""
-    for path in source.rglob("*"):
-        destination = target / path.relative_to(source)
-        if path.is_dir():
-            destination.mkdir(parents=True, exist_ok=True)
-        else:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.hardlink_to(path)
-
-
-def _plans_for_arch(go_root: GoRoot, content: Path, goarch: str) -> None:
-    root = content / "root"
+def _make_root(go_root: GoRoot, root: Path) -> None:
+    """The image's tree as the chroot sees it: GOROOT, the host's go, the module's source at the stick's
+    times (Go's source index is keyed on them). Copies, not hard links: a link would move the store
+    entry's ctimes and cost it a full re-hash on its next use."""
     host = host_debian_arch()
-    _link_tree(go_root.goroot, root / "go")
+    shutil.copytree(go_root.goroot, root / "go")
     (root / f"linux_{host}/bin").mkdir(parents=True)
-    (root / f"linux_{host}/bin/go").hardlink_to(go_root.go(host))
-    cache = root / f"gocache/linux_{goarch}"
-    shutil.copytree(go_root.cache(goarch), cache)
-    before = {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()}
+    shutil.copy2(go_root.go(host), root / f"linux_{host}/bin/go")
     for rel, data in guest_sources().items():
         (root / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / "src" / rel).write_bytes(data)
-    for path in (root / "src").rglob("*"):  # the stick's times: Go's source index is keyed on them
+    for path in (root / "src").rglob("*"):
         os.utime(path, (stick_module.EPOCH, stick_module.EPOCH))
+
+
+def _plans_for_arch(go_root: GoRoot, root: Path, content: Path, goarch: str) -> None:
+    cache = root / f"gocache/linux_{goarch}"
+    shutil.copytree(go_root.cache(goarch), cache)
+    before = {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()}
     _in_root(root, goarch, "build", f"{MODULE}/internal/...", wd="/src")
     commands = command_sources()
     listing = _in_root(root, goarch, "list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{join .Deps \" \"}}", "./cmds/...",
@@ -220,7 +214,6 @@ def _plans_for_arch(go_root: GoRoot, content: Path, goarch: str) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(cache / rel, destination)
     _fix_cache_times(content / f"gocache/linux_{goarch}", write_trim=False)
-    shutil.rmtree(root)
 
 
 def build_plans(store: Store, go_root: GoRoot) -> Path:
@@ -230,7 +223,10 @@ def build_plans(store: Store, go_root: GoRoot) -> Path:
               "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
 
     def build(content: Path) -> None:
+        root = content / "root"
+        _make_root(go_root, root)
         for goarch in sorted(set(GUEST_DEBIAN_ARCH.values())):
-            _plans_for_arch(go_root, content, goarch)
+            _plans_for_arch(go_root, root, content, goarch)
+        shutil.rmtree(root)
 
     return store.get("go-plans", inputs, build)
