@@ -34,10 +34,10 @@ from images.recipes.gosource import (
     GO_TREE_COMMANDS,
     RECIPE_VERSION,
     GoRoot,
-    _fix_cache_times,
-    _in_root,
     command_sources,
+    fix_cache_times,
     guest_sources,
+    in_go_root,
     sources_digest,
 )
 from images.store import Store
@@ -175,11 +175,11 @@ def _plans_for_arch(go_root: GoRoot, root: Path, content: Path, goarch: str) -> 
     cache = root / f"gocache/linux_{goarch}"
     shutil.copytree(go_root.cache(goarch), cache)
     before = {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()}
-    _in_root(root, goarch, "build", f"{MODULE}/internal/...", wd="/src")
+    in_go_root(root, goarch, "build", f"{MODULE}/internal/...", wd="/src")
     commands = command_sources()
-    listing = _in_root(root, goarch, "list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{join .Deps \" \"}}", "./cmds/...",
+    listing = in_go_root(root, goarch, "list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{join .Deps \" \"}}", "./cmds/...",
                        *GO_TREE_COMMANDS.values(), wd="/src").stdout
-    script = _in_root(root, goarch, "build", "-n", "-buildvcs=false", f"-ldflags={LDFLAGS}", "-o", "/out/",
+    script = in_go_root(root, goarch, "build", "-n", "-buildvcs=false", f"-ldflags={LDFLAGS}", "-o", "/out/",
                       "./cmds/...", *GO_TREE_COMMANDS.values(), wd="/src").stderr
     actions = {a.binary: a for a in parse_build_script(script, "/src").values() if a.binary is not None}
     tools = go_root.goroot / f"pkg/tool/linux_{goarch}"
@@ -213,7 +213,7 @@ def _plans_for_arch(go_root: GoRoot, root: Path, content: Path, goarch: str) -> 
         destination = content / f"gocache/linux_{goarch}" / rel
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(cache / rel, destination)
-    _fix_cache_times(content / f"gocache/linux_{goarch}", write_trim=False)
+    fix_cache_times(content / f"gocache/linux_{goarch}", write_trim=False)
 
 
 def build_plans(store: Store, go_root: GoRoot) -> Path:

@@ -152,12 +152,12 @@ def _stamp_sources(src: Path) -> None:
         os.utime(path, (stick_module.EPOCH, stick_module.EPOCH), follow_symlinks=False)
 
 
-def _in_root(content: Path, goarch: str, *args: str, wd: str | None = None) -> subprocess.CompletedProcess[str]:
+def in_go_root(content: Path, goarch: str, *args: str, wd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the host's go inside the root as the guest will see it (GOROOT=/go, GOCACHE=/gocache/...):
     a rootless chroot in a user namespace. The cache's index entries name the GOROOT path, so entries
     made under another path would miss in the guest, and its first build would index the std packages
     itself (measured: 3 s on x86_64 under TCG)."""
-    name = f"warm-{goarch}"  # one per arch: the arches warm side by side in one root
+    name = f"warm-{goarch}"  # one per arch: the plans recipe runs the three arches in one root
     scratch = content / name
     scratch.mkdir(exist_ok=True)
     # os/exec opens /dev/null for a child's unused stdin/stdout; an empty file does (no mknod rootless).
@@ -180,13 +180,13 @@ def _in_root(content: Path, goarch: str, *args: str, wd: str | None = None) -> s
 
 def _warm_cache(content: Path, goarch: str) -> None:
     tree_commands = list(GO_TREE_COMMANDS.values())
-    dependencies = [p for p in _in_root(content, goarch, "list", "-deps", *tree_commands).stdout.split()
+    dependencies = [p for p in in_go_root(content, goarch, "list", "-deps", *tree_commands).stdout.split()
                     if p not in tree_commands]
-    _in_root(content, goarch, "build", *WARM_PACKAGES, *dependencies)
-    _fix_cache_times(content / f"gocache/linux_{goarch}")
+    in_go_root(content, goarch, "build", *WARM_PACKAGES, *dependencies)
+    fix_cache_times(content / f"gocache/linux_{goarch}")
 
 
-def _fix_cache_times(cache: Path, *, write_trim: bool = True) -> None:
+def fix_cache_times(cache: Path, *, write_trim: bool = True) -> None:
     for entry in cache.glob("??/*-a"):
         fixed = CACHE_ENTRY_TIME.sub(lambda m: m.group(1) + b"%20d\n" % FIXED_CACHE_TIME, entry.read_bytes())
         entry.write_bytes(fixed)

@@ -7,10 +7,10 @@ from pathlib import Path
 from images.recipes.gosource import (
     FIXED_CACHE_TIME,
     _fat_safe,
-    _fix_cache_times,
     census,
     command_sources,
     elf_arch,
+    fix_cache_times,
     stub,
 )
 
@@ -44,7 +44,7 @@ def test_cache_entries_lose_their_write_time(tmp_path: Path) -> None:
     entry.parent.mkdir()
     line = f"v1 {'ab' + '0' * 62} {'cd' + '0' * 62} {1234:20d} {1763800000123456789:20d}\n"
     entry.write_text(line)
-    _fix_cache_times(tmp_path)
+    fix_cache_times(tmp_path)
     assert entry.read_text() == line.replace(f"{1763800000123456789:20d}", f"{FIXED_CACHE_TIME:20d}")
     assert (tmp_path / "trim.txt").read_text() == str(FIXED_CACHE_TIME // 10**9)
 
