@@ -19,28 +19,26 @@ The guest checks them on each first call and falls back to `go build` on any dif
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shlex
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from arches import host_debian_arch
 from images.debian.lock import GUEST_DEBIAN_ARCH
-from images.recipes import stick as stick_module
 from images.recipes.gosource import (
     GO_TREE_COMMANDS,
     RECIPE_VERSION,
     GoRoot,
     command_sources,
     fix_cache_times,
-    guest_sources,
     in_go_root,
     sources_digest,
+    stamp_sources,
+    write_guest_sources,
 )
-from images.store import Store
+from images.store import Store, file_sha256
 from images.tools import BuildError
 
 PLAN_FORMAT = "1"
@@ -152,8 +150,16 @@ def make_plan(command: str, action: Action, *, source: str, goarch: str, toolcha
 def _tree_files(root: Path, folder: str) -> dict[str, str]:
     """sha256 of every regular file in a guest folder (path as the guest sees it), not below it."""
     host = root / folder.lstrip("/")
-    return {f"{folder}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(host.iterdir()) if p.is_file()}
+    return {f"{folder}/{p.name}": file_sha256(p) for p in sorted(host.iterdir()) if p.is_file()}
+
+
+def _module_file(root: Path, folder: str) -> str:
+    """The go.mod (guest path) of the module a guest folder is in: the nearest one at or above it, as the
+    go command (and bmbuild's moduleOf) finds it."""
+    for parent in [PurePosixPath(folder), *PurePosixPath(folder).parents]:
+        if (root / parent.relative_to("/") / "go.mod").is_file():
+            return str(parent / "go.mod")
+    raise BuildError(f"no go.mod at or above {folder}", "go", "")
 
 
 def _make_root(go_root: GoRoot, root: Path) -> None:
@@ -164,11 +170,8 @@ def _make_root(go_root: GoRoot, root: Path) -> None:
     shutil.copytree(go_root.goroot, root / "go")
     (root / f"linux_{host}/bin").mkdir(parents=True)
     shutil.copy2(go_root.go(host), root / f"linux_{host}/bin/go")
-    for rel, data in guest_sources().items():
-        (root / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / "src" / rel).write_bytes(data)
-    for path in (root / "src").rglob("*"):
-        os.utime(path, (stick_module.EPOCH, stick_module.EPOCH))
+    write_guest_sources(root / "src")
+    stamp_sources(root / "src")
 
 
 def _plans_for_arch(go_root: GoRoot, root: Path, content: Path, goarch: str) -> None:
@@ -192,8 +195,8 @@ def _plans_for_arch(go_root: GoRoot, root: Path, content: Path, goarch: str) -> 
             continue
         own = [f"/src/{d.removeprefix(MODULE + '/')}" for d in deps.split() if d.startswith(MODULE + "/")]
         dirs = [folder, *sorted(own)]
-        go_mod = f"{folder.split('/cmd/')[0]}/cmd/go.mod" if folder.startswith("/go/") else "/src/go.mod"
-        inputs = {go_mod: hashlib.sha256((root / go_mod.lstrip("/")).read_bytes()).hexdigest()}
+        go_mod = _module_file(root, folder)
+        inputs = {go_mod: file_sha256(root / go_mod.lstrip("/"))}
         for d in dirs:
             inputs.update(_tree_files(root, d))
         if command not in actions:
@@ -220,7 +223,7 @@ def build_plans(store: Store, go_root: GoRoot) -> Path:
     """The plans of every arch, and the cache files of the module's library packages they name."""
     inputs = {"recipe_version": RECIPE_VERSION, "plan_format": PLAN_FORMAT, "go_root": go_root.root.parent.name,
               "sources": sources_digest(), "ldflags": LDFLAGS,
-              "recipe": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+              "recipe": file_sha256(Path(__file__))}
 
     def build(content: Path) -> None:
         root = content / "root"

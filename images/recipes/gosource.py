@@ -133,7 +133,7 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
                     shutil.copytree(unpacked / share / "pkg/include", goroot / "pkg/include")
                     for name in ("VERSION", "go.env"):
                         shutil.copy2(unpacked / lib / name, goroot / name)
-            _stamp_sources(goroot / "src")
+            stamp_sources(goroot / "src")
             # One arch after the other: the three side by side took longer here (50 s, not 43 s), the
             # compiles of one `go build` already keep both cores busy most of the time.
             for guest_arch in sorted(toolchains):
@@ -144,7 +144,7 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
     return GoRoot(built_from(store, fetcher, f"go-root-{GO_VERSION}", sets, inputs_of=inputs, build=build))
 
 
-def _stamp_sources(src: Path) -> None:
+def stamp_sources(src: Path) -> None:
     """Give the source tree the time every file on the stick has: Go's per-package source index (its
     "module index", kept in the build cache) is keyed on each file's name, size and mtime, so the index
     built on the host is only found by the guest when the times agree."""
@@ -213,6 +213,13 @@ def guest_sources() -> dict[str, bytes]:
     return {p.relative_to(GUEST_GO).as_posix(): p.read_bytes() for p in sorted(GUEST_GO.rglob("*")) if p.is_file()}
 
 
+def write_guest_sources(tree: Path) -> None:
+    """The guest Go tree written out below `tree`, as the builds on the host read it."""
+    for rel, data in guest_sources().items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(data)
+
+
 def sources_digest() -> str:
     """sha256 of the guest Go tree: a store input of everything built from it."""
     return hashlib.sha256(repr(sorted(guest_sources().items())).encode()).hexdigest()
@@ -235,16 +242,13 @@ def stub(command: str, source: str | None = None) -> bytes:
 
 def build_programs(store: Store, go_root: GoRoot) -> Path:
     """The prebuilt programs of every arch: linux_<goarch>/bin/{init,bmbuild}."""
-    sources = guest_sources()
     inputs = {"recipe_version": RECIPE_VERSION, "go_root": go_root.root.parent.name, "programs": list(PROGRAMS),
               "sources": sources_digest()}
 
     def build(content: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="bm-goprog-") as tmp:
             tree = Path(tmp) / "src"
-            for rel, data in sources.items():
-                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tree / rel).write_bytes(data)
+            write_guest_sources(tree)
             host_go = go_root.go(host_debian_arch())
             for goarch in sorted(set(GUEST_DEBIAN_ARCH.values())):
                 # A copy of the arch's warm cache: the standard library is compiled already (with -trimpath

@@ -35,6 +35,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -237,21 +238,12 @@ func (p *plan) importConfigs() []string {
 func (p *plan) deps() deps {
 	d := deps{dirs: append([]string(nil), p.dirs...)}
 	for input := range p.inputs {
-		if !contains(p.dirs, filepath.Dir(input)) {
+		if !slices.Contains(p.dirs, filepath.Dir(input)) {
 			d.files = append(d.files, input)
 		}
 	}
 	sort.Strings(d.files)
 	return d
-}
-
-func contains(list []string, item string) bool {
-	for _, x := range list {
-		if x == item {
-			return true
-		}
-	}
-	return false
 }
 
 // run compiles and links as the plan says, writing the binary to out; it reports each tool's seconds.
