@@ -52,7 +52,7 @@ from images.debian.fetch import share_downloads
 from images.recipes.gosource import BUILD_ENV, GUEST_GO, build_go_root, command_sources
 from images.store import Store
 from matrix.lab import ARCHES, Lab
-from matrix.latency import SWEEP, CallTimes, own_run_times, run_sweep, wait_for_log
+from matrix.latency import STAGES, SWEEP, CallTimes, own_run_times, run_sweep, wait_for_log
 from matrix.profiles import direct_cell
 
 VARIANTS = {  # name -> (kernel parameters, shell setup before the sweep, vCPUs)
@@ -104,7 +104,7 @@ def combined(boots: list[Sweep]) -> Sweep:
         how = runs[0].how if len({r.planned for r in runs}) == 1 else "mixed"
         stage_names = {stage for r in runs for stage in r.stages}
         stages = ", ".join(f"{stage} {_median([r.stages[stage] for r in runs if stage in r.stages]):.3f} s"
-                           for stage in ("check", "compile", "link") if stage in stage_names)
+                           for stage in STAGES if stage in stage_names)
         calls[name] = CallTimes(_median([r.first for r in runs]), _median([r.second for r in runs]),
                                 all(r.built for r in runs), f"plan: {stages}" if how.startswith("plan:") else how)
     own = {name: _median([b.own[name] for b in boots]) for name in boots[0].own}
@@ -214,7 +214,7 @@ def main() -> int:
         excess = statistics.median(t.second - sweep.own[name] for name, t in sweep.calls.items())
         planned = sum(t.planned for t in sweep.calls.values())
         stage = {key: _median([t.stages[key] for t in sweep.calls.values() if key in t.stages])
-                 for key in ("check", "compile", "link")}
+                 for key in STAGES}
         rest = statistics.median(t.first - sum(t.stages.values()) for t in sweep.calls.values())
         print(f"{sweep.arch:8} {sweep.variant:12} {ready} {warm} {median:10.2f} {firsts[slowest]:8.2f} {slowest:10} "
               f"{statistics.median(t.second for t in sweep.calls.values()):10.3f} {excess:8.3f} {host_median:8.3f} "

@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,12 +195,7 @@ func (p *plan) stale(source, work string) string {
 			}
 		}
 	}
-	inputs := make([]string, 0, len(p.inputs))
-	for input := range p.inputs {
-		inputs = append(inputs, input)
-	}
-	sort.Strings(inputs)
-	for _, input := range inputs {
+	for _, input := range slices.Sorted(maps.Keys(p.inputs)) {
 		if digest, err := fileSHA256(input); err != nil || digest != p.inputs[input] {
 			return fmt.Sprintf("%s changed", input)
 		}
