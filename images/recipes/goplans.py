@@ -181,9 +181,9 @@ def _plans_for_arch(go_root: GoRoot, root: Path, content: Path, goarch: str) -> 
     in_go_root(root, goarch, "build", f"{MODULE}/internal/...", wd="/src")
     commands = command_sources()
     listing = in_go_root(root, goarch, "list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{join .Deps \" \"}}", "./cmds/...",
-                       *GO_TREE_COMMANDS.values(), wd="/src").stdout
+                         *GO_TREE_COMMANDS.values(), wd="/src").stdout
     script = in_go_root(root, goarch, "build", "-n", "-buildvcs=false", f"-ldflags={LDFLAGS}", "-o", "/out/",
-                      "./cmds/...", *GO_TREE_COMMANDS.values(), wd="/src").stderr
+                        "./cmds/...", *GO_TREE_COMMANDS.values(), wd="/src").stderr
     actions = {a.binary: a for a in parse_build_script(script, "/src").values() if a.binary is not None}
     tools = go_root.goroot / f"pkg/tool/linux_{goarch}"
     version = (go_root.goroot / "VERSION").read_text().splitlines()[0].strip()
