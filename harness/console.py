@@ -172,6 +172,16 @@ class Console:
             time.sleep(0.025)
         return dead
 
+    def pump(self, seconds: float) -> None:
+        """Take in what arrives within `seconds` without waiting for anything in it: keeps the transcript's
+        times true while the caller waits on something else (a QMP event)."""
+        if not self._eof:
+            self._read_some(seconds)
+
+    def drain(self) -> None:
+        """After QEMU exited: take in whatever it wrote last, so the transcript and tail are complete."""
+        self._drain()
+
     def _drain(self) -> None:
         """After QEMU died: take whatever it wrote before dying, so the reason and tail are complete."""
         for _ in range(1000):
@@ -236,6 +246,16 @@ class Console:
                 self._fail(ConsoleTimeout, f"no match within the {deadline.budget:.1f} s deadline (guest alive)", what)
             if self._read_some(min(0.1, max(0.01, deadline.remaining()))) == "eof":
                 self._fail_dead(self.settled_death() or "console closed (end of file)", what)
+
+    def skip(self) -> None:
+        """Forget what arrived so far (after judging it for bad patterns), so the next wait sees only
+        newer text: before a reboot, whose second boot prints the same lines as the first."""
+        self._read_some(0)
+        bad = self._first_bad(final=True)
+        if bad is not None:
+            self._read_trace()
+            self._fail(GuestPanic, f"{bad[1]} on the console: {bad[2]}", "skipping to newer output")
+        self._consume(len(self.buffer))
 
     def _read_trace(self) -> None:
         """After a bad pattern, read on briefly so the tail holds the kernel's backtrace: until its end

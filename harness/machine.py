@@ -23,6 +23,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -31,8 +32,8 @@ from harness.deadline import Deadline
 from harness.errors import AbnormalShutdown, GuestGone, LaunchError, describe_exit
 from harness.net import parse_usernet
 from harness.qemu import QemuInstall
-from harness.qmp import QMP_FAILURES, QmpMonitor
-from harness.spec import HarnessFds, MachineSpec, Pflash, build_argv, validate
+from harness.qmp import QMP_FAILURES, QmpEvent, QmpMonitor
+from harness.spec import HarnessFds, MachineSpec, Pflash, SpecError, build_argv, validate
 from harness.timeline import Timeline
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,21 @@ def _reap_all() -> None:
 def live_machines() -> list[Machine]:
     with _live_lock:
         return list(_live)
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerDown:
+    """A power-off the harness asked for: seconds since QEMU started when the button was pressed and when
+    QMP reported SHUTDOWN, its reason, and QEMU's exit status (-1 if it had not exited in time)."""
+
+    pressed: float
+    shutdown: float
+    reason: str
+    returncode: int
+
+    @property
+    def seconds(self) -> float:
+        return self.shutdown - self.pressed
 
 
 class Machine:
@@ -223,17 +239,61 @@ class Machine:
         return parse_usernet(str(text))
 
     # -- guest actions -------------------------------------------------------------------------
-    def powerdown(self, deadline: Deadline) -> int:
-        """Ask the guest to power off through QMP, and wait until QEMU has exited. Returns its exit code."""
+    def powerdown(self, deadline: Deadline) -> PowerDown:
+        """Press the power button (QMP system_powerdown) and wait for the guest's own shutdown: QMP
+        SHUTDOWN with reason guest-shutdown, then QEMU's exit. A guest that does not react, or ends
+        another way (a reset, a panic), fails with what QMP said and the console tail."""
+        pressed = time.monotonic() - self.t0
         self.qmp.powerdown()
-        event = self.qmp.wait_event("SHUTDOWN", deadline.remaining())
+        return self.wait_power_off(deadline, pressed, "system_powerdown")
+
+    def wait_power_off(self, deadline: Deadline, asked: float, how: str = "the request") -> PowerDown:
+        """Wait for the guest's own power-off, asked for at `asked` (seconds since QEMU started) by `how`:
+        QMP SHUTDOWN with reason guest-shutdown, then QEMU's exit."""
+        event = None
+        while event is None and not deadline.expired():
+            self.console.pump(0.05)  # the console lines of the shutdown get their true times
+            event = self.qmp.wait_event("SHUTDOWN", 0)
         if event is None:
-            raise GuestGone(
-                f"guest did not power off within {deadline.budget:.1f} s of system_powerdown",
-                self.console.tail(),
-                "power-off",
-            )
-        return self._wait_process(max(deadline.remaining(), 5.0))
+            raise GuestGone(f"guest did not power off within {deadline.budget:.1f} s of {how}", self.console.tail(),
+                            "power-off")
+        reason = str(event.data.get("reason", "?"))
+        if reason != "guest-shutdown":
+            raise GuestGone(f"guest ended with QMP SHUTDOWN reason {reason!r} after {how}, not a power-off of "
+                            "its own", self.console.tail(), "power-off")
+        code = self._wait_process(max(deadline.remaining(), 5.0))
+        self.console.drain()  # the guest's last words, into the transcript
+        self.death_reported = True  # the end the caller asked for
+        return PowerDown(asked, event.t, reason, code)
+
+    def reboot_and_wait(self, ready: str, deadline: Deadline, trigger: Callable[[], object] | None = None) -> QmpEvent:
+        """Follow the guest through a reboot of its own: forget the console so far, run `trigger` (what
+        makes the guest reboot; none when it reboots by itself), wait for QMP RESET with reason
+        guest-reset, then for `ready` on the console. Returns the RESET event.
+
+        Needs a spec with on_reboot="reset" (-action reboot=reset): the guest restarts in the same QEMU,
+        so the console transcript, QMP journal, disks and forwarded ports carry over. Under -no-reboot
+        (the default, so that an unexpected reboot ends the VM and is reported) QEMU would exit instead."""
+        if self.spec.on_reboot != "reset":
+            raise SpecError(f"{self.name}: reboot_and_wait needs on_reboot='reset'; under -no-reboot a guest "
+                            "reboot ends QEMU (SHUTDOWN reason guest-reset)")
+        seen = len(self.qmp.events)
+        self.console.skip()
+        if trigger is not None:
+            trigger()
+        event = None
+        while event is None and not deadline.expired() and self.returncode is None:
+            self.console.pump(0.05)  # the last words before the reset, with their true times
+            event = self.qmp.wait_event("RESET", 0, after=seen)
+        if event is None:
+            dead = self.death_reason()
+            raise GuestGone(dead or f"guest did not reboot within {deadline.budget:.1f} s", self.console.tail(),
+                            "reboot")
+        reason = event.data.get("reason")
+        if reason != "guest-reset":
+            raise GuestGone(f"QMP RESET reason {reason!r}, not the guest's own reboot", self.console.tail(), "reboot")
+        self.console.expect(ready, deadline, what=f"{ready!r} after the reboot")
+        return event
 
     def wait_exit(self, timeout: float) -> int | None:
         """QEMU's exit status once it has exited, waiting up to `timeout`; None if it still runs."""

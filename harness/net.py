@@ -26,9 +26,13 @@ class UserNet:
     forwards: tuple[Forward, ...] = ()
     model: str = "virtio-net-pci"
     mac: str | None = None
+    # The guest-side network (QEMU's default 10.0.2.0/24). Two user NICs of one VM need different ones,
+    # or the guest has one subnet on two links and answers through the wrong one.
+    network: str | None = None
 
     def args(self, index: int) -> list[str]:
         options = [f"user,id=net{index}", f"restrict={'on' if self.restrict else 'off'}"]
+        options += [f"net={self.network}"] if self.network else []
         options += [f"hostfwd={f.protocol}:127.0.0.1:0-:{f.guest_port}" for f in self.forwards]
         return ["-netdev", ",".join(options), "-device", _device(self.model, index, self.mac)]
 

@@ -98,12 +98,13 @@ class QmpMonitor:
                 return f"QMP {event.name} {json.dumps(event.data)}"
         return None
 
-    def wait_event(self, name: str, timeout: float) -> QmpEvent | None:
-        """Wait for the first event called `name` (including ones already received)."""
+    def wait_event(self, name: str, timeout: float, after: int = 0) -> QmpEvent | None:
+        """Wait for the first event called `name` among the events from index `after` on (0: including
+        every one already received; len(events) taken earlier: only newer ones)."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for event in self.events:
+                for event in self.events[after:]:
                     if event.name == name:
                         return event
                 left = deadline - time.monotonic()

@@ -2,7 +2,8 @@
 
 The harness always owns the console and the monitor: serial and QMP are socket chardevs on file
 descriptors the harness passes in (socketpairs), `-nodefaults` removes every device we did not ask for,
-and `-no-reboot` makes a reset end the VM instead of looping. `-nographic` rather than `-display none`:
+and `-no-reboot` makes a reset end the VM instead of looping (unless the spec asks for
+`on_reboot="reset"`, for tests that follow a guest through its own reboot). `-nographic` rather than `-display none`:
 with -nodefaults and our own -serial it adds no stdio device, and it is what makes SeaBIOS print to the
 serial port (its "sercon"), so firmware output reaches the console and the timeline.
 
@@ -75,6 +76,11 @@ class MachineSpec:
     devices: tuple[str, ...] = ()  # values of -device
     extra_args: tuple[str, ...] = ()  # anything else, appended last
     nics: tuple[Nic, ...] = ()  # none: `-nic none`, so nothing (UEFI PXE, say) waits on a network
+    # What a guest's reboot does. "exit" (-no-reboot): QEMU ends with SHUTDOWN reason guest-reset, so an
+    # unexpected reboot (a panic with panic=N, a triple fault) ends the VM and is reported. "reset"
+    # (-action reboot=reset): the guest restarts inside the same QEMU, with the same console, QMP
+    # journal, disks and forwarded ports; QMP reports RESET. Machine.reboot_and_wait needs "reset".
+    on_reboot: str = "exit"
 
     def pass_fds(self) -> tuple[int, ...]:
         return tuple(fd for nic in self.nics for fd in nic.fds())
@@ -105,6 +111,8 @@ def validate(spec: MachineSpec) -> None:
                 f"pflash{unit} {flash.path.name} is {size} bytes; {spec.arch} {spec.machine} needs exactly "
                 f"{required} ({required // MIB} MiB): pad the image or use the firmware's own flash files"
             )
+    if spec.on_reboot not in ("exit", "reset"):
+        raise SpecError(f"on_reboot {spec.on_reboot!r}: 'exit' (-no-reboot) or 'reset' (-action reboot=reset)")
     if len(spec.pflash) > 2:
         raise SpecError(f"{len(spec.pflash)} pflash banks given; boards have two (CODE, VARS)")
 
@@ -128,7 +136,8 @@ def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds:
     if spec.cpu:
         argv += ["-cpu", spec.cpu]
     argv += ["-m", str(spec.memory_mib), "-smp", str(spec.smp)]
-    argv += ["-nodefaults", "-nographic", "-no-reboot", "-pidfile", str(fds.pidfile)]
+    reboot = ["-no-reboot"] if spec.on_reboot == "exit" else ["-action", "reboot=reset"]
+    argv += ["-nodefaults", "-nographic", *reboot, "-pidfile", str(fds.pidfile)]
     argv += ["-chardev", f"socket,id=console,fd={fds.console_fd}", "-serial", "chardev:console"]
     argv += ["-chardev", f"socket,id=qmp,fd={fds.qmp_fd}", "-mon", "chardev=qmp,mode=control"]
     for value in spec.globals:

@@ -29,6 +29,7 @@ from images.store import Store, file_sha256
 from images.tools import BuildError, run_tool
 
 RECIPE_VERSION = 1
+FAT_EPOCH = 946684800  # 2000-01-01 00:00 UTC: the time of every file written into a FAT image here
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -179,24 +180,32 @@ def from_deb(store: Store, fetcher: DebianFetcher, spec: str, member: str, what:
     return folder / wanted.name
 
 
+def write_efi_fat(disk: Path, size_mib: int, application: Path, removable_name: str, what: str) -> None:
+    """A FAT file system of `size_mib` whose only file is EFI/BOOT/<removable_name>: what a firmware's
+    removable-media boot starts. A fixed volume id and no timestamps from the clock: the same application
+    gives the same bytes."""
+    with disk.open("wb") as handle:
+        handle.truncate(size_mib * 1024 * 1024)
+    run_tool(["mkfs.vfat", "-i", "B007E511", "-n", "BOOTMATRIX", "--invariant", str(disk)],
+             f"{what}: formatting the EFI disk")
+    # No mcopy -m: every entry gets SOURCE_DATE_EPOCH's time (2000-01-01; FAT starts in 1980), not the
+    # host file's, which differs between two builds.
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin", "SOURCE_DATE_EPOCH": str(FAT_EPOCH), "TZ": "UTC"}
+    run_tool(["mmd", "-i", str(disk), "::/EFI", "::/EFI/BOOT"], f"{what}: making EFI/BOOT", env=env)
+    run_tool(["mcopy", "-i", str(disk), str(application), f"::/EFI/BOOT/{removable_name}"],
+             f"{what}: copying the EFI application", env=env)
+
+
 def efi_disk(store: Store, application: Path, removable_name: str, what: str) -> Path:
     """A small FAT disk whose EFI/BOOT/<removable_name> is `application`: the firmware's removable-media
     boot starts it with no boot loader and no boot entry (UEFI spec 3.5.1.1). Keyed by the file's bytes."""
     size_mib = max(8, application.stat().st_size // (1024 * 1024) * 2 + 4)
 
     def build(content: Path) -> None:
-        disk = content / "esp.img"
-        with disk.open("wb") as handle:
-            handle.truncate(size_mib * 1024 * 1024)
-        # A fixed volume id and no timestamps from the clock: the same application gives the same disk.
-        run_tool(["mkfs.vfat", "-i", "B007E511", "-n", "BOOTMATRIX", "--invariant", str(disk)],
-                 f"{what}: formatting the EFI disk")
-        env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin", "SOURCE_DATE_EPOCH": "0"}
-        run_tool(["mmd", "-i", str(disk), "::/EFI", "::/EFI/BOOT"], f"{what}: making EFI/BOOT", env=env)
-        run_tool(["mcopy", "-i", str(disk), "-m", str(application), f"::/EFI/BOOT/{removable_name}"],
-                 f"{what}: copying the EFI application", env=env)
+        write_efi_fat(content / "esp.img", size_mib, application, removable_name, what)
 
-    inputs = {"recipe": RECIPE_VERSION, "sha256": file_sha256(application), "name": removable_name, "mib": size_mib}
+    inputs = {"recipe": RECIPE_VERSION, "fat": 2, "sha256": file_sha256(application), "name": removable_name,
+              "mib": size_mib}
     try:
         return store.get("efi-disk", inputs, build) / "esp.img"
     except BuildError as error:

@@ -54,6 +54,7 @@ from images.recipes.gosource import GoSourceImage, build_go_root, build_gosource
 from images.recipes.minimal import MinimalImage, build_minimal
 from images.recipes.qemu import pinned_qemu_prefix
 from images.recipes.stick import StickError, build_stick
+from images.recipes.tinyboot import TinybootIso, build_app, build_tinyboot_iso
 from images.store import Store
 from matrix.history import configuration_hash
 from matrix.model import DEFAULT_FIRMWARE_SET, Cell, Login
@@ -122,6 +123,8 @@ class Lab:
         self._firmware: dict[str, FirmwareSet] = {}
         self._stick: Path | None = None
         self._gosource: GoSourceImage | None = None
+        self._tinyapp: Path | None = None
+        self._tinyboot: dict[str, TinybootIso] = {}
 
     def fetcher(self, suite: str = DEFAULT_FIRMWARE_SET) -> DebianFetcher:
         if suite not in self._fetchers:
@@ -149,6 +152,8 @@ class Lab:
         the mostly-source image."""
         if kind == "gosource":
             return self.gosource().stage1[arch]
+        if kind == "tinyboot":
+            return self.tinyboot(arch).image
         if arch not in self._images:
             try:
                 self._images[arch] = build_minimal(self.store, self.fetcher(), arch)
@@ -177,6 +182,17 @@ class Lab:
                 raise Unavailable(f"the mostly-source image could not be built: {error}") from error
         return self._gosource
 
+    def tinyboot(self, arch: str) -> TinybootIso:
+        """The tinyboot ISO of `arch` (the example Go app as PID 1): built once, then from the store."""
+        if arch not in self._tinyboot:
+            try:
+                if self._tinyapp is None:
+                    self._tinyapp = build_app(self.store, build_go_root(self.store, self.fetcher()))
+                self._tinyboot[arch] = build_tinyboot_iso(self.store, self.fetcher(), arch, self._tinyapp)
+            except (FetchError, MirrorNotFound) as error:
+                raise Unavailable(f"the tinyboot ISO could not be built: {error}") from error
+        return self._tinyboot[arch]
+
     def firmware(self, suite: str) -> FirmwareSet:
         if suite not in self._firmware:
             try:
@@ -199,6 +215,9 @@ class Lab:
             return BootMedia(self.own_image(cell), firmware, None, self.artifacts(cell))
         if cell.image == "gosource":
             return BootMedia(self.image(cell.arch, cell.image), firmware, self.gosource().stick)
+        if cell.image == "tinyboot":
+            tinyboot = self.tinyboot(cell.arch)
+            return BootMedia(tinyboot.image, firmware, None, {"iso": tinyboot.iso})
         return BootMedia(self.image(cell.arch), firmware, self.stick() if cell.media == "stick" else None)
 
     def image_of(self, cell: Cell) -> MinimalImage | None:
@@ -378,6 +397,8 @@ class Lab:
                     sets.append(set_name)
         if cell.image == "gosource":
             sets += [go_set(cell.arch), shell_set(cell.arch)]
+        if cell.image == "tinyboot":
+            sets = [kernel_set(cell.arch), go_set(cell.arch)]  # its kernel; the app's toolchain
         versions = {p.name: p.version for name in sets for p in fetcher.packages(name)}
         if cell.qemu == "pinned":
             versions |= {p.name: p.version for p in fetcher.packages(qemu_set()) if p.name.startswith("qemu-system")}
@@ -455,6 +476,8 @@ def ready_pattern(cell: Cell | None, image: MinimalImage | None) -> str | None:
 def expects_shell(cell: Cell | None) -> bool:
     """Whether readiness ends with a shell that answers: always for our images; for an artifact cell
     when it logs in or names no `ready` pattern (a banner or an installer's screen has no shell)."""
+    if cell is not None and cell.image == "tinyboot":
+        return False  # one app and no shell
     return cell is None or not cell.artifact_cell or cell.login is not None or cell.ready is None
 
 

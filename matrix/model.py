@@ -109,7 +109,7 @@ class Cell(BaseModel):
     arch: Arch
     firmware: str
     media: Literal["direct", "stick", "iso", "disk", "efi"] = "direct"
-    image: Literal["minimal", "gosource"] = "minimal"
+    image: Literal["minimal", "gosource", "tinyboot"] = "minimal"
     firmware_set: Literal["trixie", "bookworm"] = "trixie"
     qemu: Literal["pinned", "host"] = "pinned"
     accel: Literal["auto", "tcg", "kvm"] = "auto"
@@ -157,8 +157,18 @@ class Cell(BaseModel):
         for key in ("ready", "login", "console", "name", "initrd", "dtb", "code", "vars", "bios"):
             if getattr(self, key) is not None:
                 raise ValueError(f"{key} applies to cells that boot their own artifact (kernel, iso, disk, efi)")
-        if self.media not in firmwares[self.firmware]:
+        if self.media == "iso" and self.image != "tinyboot":
+            raise ValueError("media \"iso\" boots image = \"tinyboot\", or a cell's own iso = ...")
+        if self.image == "tinyboot":
+            if self.media != "iso":
+                raise ValueError("image = \"tinyboot\" is an ISO: media = \"iso\"")
+            if "stick" not in firmwares[self.firmware]:
+                raise ValueError(f"{self.arch}/{self.firmware} boots no iso: it loads a kernel directly")
+            if self.firmware not in UEFI_FIRMWARE and not (self.arch == "x86_64" and self.firmware == "seabios"):
+                raise ValueError(f"the tinyboot ISO boots through UEFI, or SeaBIOS on x86_64; not {self.firmware}")
+        elif self.media not in firmwares[self.firmware]:
             raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
+
         if self.append and self.media == "stick":
             raise ValueError(
                 "append applies to direct boots only: a stick cell boots the loader entries written on the stick, "

@@ -135,7 +135,10 @@ def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = (
     )
     if cell.artifact_cell:
         return _artifact_spec(cell, media, spec)
-    if cell.media == "direct":
+    if cell.image == "tinyboot":
+        iso = media.artifacts["iso"]
+        spec = replace(spec, disks=(Disk(iso, snapshot=False, interface="scsi-cd", readonly=True),))
+    elif cell.media == "direct":
         assert media.image is not None
         append = f"console={CONSOLE[cell.arch]} {KERNEL_OPTIONS} {cell.append}".strip()
         spec = replace(spec, kernel=media.image.kernel, initrd=media.image.initrd, append=append)
@@ -161,7 +164,10 @@ def _with_firmware(cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSp
         spec = replace(spec, pflash=tuple(banks))
     if "bios" in files:
         spec = replace(spec, bios=files["bios"])
-    return replace(spec, machine_options=(*spec.machine_options, *cell.machine_options))
+    # A cell's option replaces the firmware profile's option of the same key (acpi=on over acpi=off).
+    keys = {option.split("=", 1)[0] for option in cell.machine_options}
+    kept = tuple(option for option in spec.machine_options if option.split("=", 1)[0] not in keys)
+    return replace(spec, machine_options=(*kept, *cell.machine_options))
 
 
 def kernel_command_line(cell: Cell) -> str:

@@ -57,6 +57,7 @@ def shell_set(arch: str) -> str:
 # What builds the boot stick: syslinux (installer for the host arch, modules arch-independent) and
 # systemd-boot for each guest arch.
 STICK_TOOLS_SET = "stick-tools"
+ISO_TOOLS_SET = "iso-tools"  # the BIOS half of the tinyboot ISO: ISOLINUX and its hybrid MBR
 
 
 class LockError(Exception):
@@ -219,6 +220,10 @@ def _stick_tools(index: Indexes) -> list[LockedPackage]:
     return index.locked(refs)
 
 
+def _iso_tools(index: Indexes) -> list[LockedPackage]:
+    return index.locked(index.candidates(["isolinux"], index.host))
+
+
 def set_resolvers(suite: str) -> dict[str, SetResolver]:
     """How each package set of `suite` is resolved against the current index, by set name."""
     if suite != DEFAULT_SUITE:
@@ -232,6 +237,7 @@ def set_resolvers(suite: str) -> dict[str, SetResolver]:
     resolvers[qemu_set()] = _qemu
     resolvers[FIRMWARE_SET] = _firmware
     resolvers[STICK_TOOLS_SET] = _stick_tools
+    resolvers[ISO_TOOLS_SET] = _iso_tools
     resolvers[GO_SRC_SET] = _named((f"golang-{GO_VERSION}-src",), host_debian_arch())
     return resolvers
 

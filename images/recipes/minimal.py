@@ -25,8 +25,7 @@ from images.store import Store
 
 RECIPE_VERSION = 1
 # Modules that give the guest a power button, so QMP system_powerdown works: evdev for busybox acpid,
-# plus the button driver of each platform (riscv virt signals powerdown only through ACPI, which a
-# device-tree boot does not use).
+# plus the button driver of each platform (QEMU's riscv virt board has no power button at all).
 POWER_BUTTON_MODULES = {a.name: a.power_button_modules for a in ARCHES.values()}
 POWER_BUTTON_SCRIPT = b"#!/bin/sh\necho 'bootmatrix: power button pressed, powering off'\npoweroff -f\n"
 # virtio drivers every image carries (the ones built as modules in Debian's kernels; the rest are built in).

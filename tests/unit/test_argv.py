@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from harness.net import UserNet, nic_args
 from harness.qemu import QemuInstall
-from harness.spec import HarnessFds, MachineSpec, Pflash, build_argv
-from images.recipes.firmware import FirmwareSet
+from harness.spec import HarnessFds, MachineSpec, Pflash, SpecError, build_argv, validate
+from images.recipes.firmware import Edk2, FirmwareSet
 from images.recipes.minimal import MinimalImage
 from matrix.model import Cell
 from matrix.profiles import BootMedia, spec_for
@@ -28,6 +30,11 @@ class FakeFirmware(FirmwareSet):
 
     def file(self, relative: str, what: str) -> Path:
         return self.root / relative
+
+
+class FakeUefi(FakeFirmware):
+    def edk2(self, arch: str, secure: bool = False, enrolled: bool = False) -> Edk2:
+        return Edk2(self.root / f"{arch}-code.fd", self.root / f"{arch}-vars.fd", "fake.json", ())
 
 
 def media(arch: str) -> BootMedia:
@@ -179,3 +186,30 @@ def test_forwarded_ports_are_read_back_from_info_usernet() -> None:
   TCP[ESTABLISHED]   25       10.0.2.15 40000        10.0.2.2  8080     0     0
 """
     assert parse_usernet(text) == {("tcp", 80): 46091, ("udp", 53): 41201}
+
+
+def test_tinyboot_cells_boot_their_iso_from_a_read_only_cd() -> None:
+    iso = Path("/cache/tinyboot.iso")
+    cell = Cell(arch="riscv64", firmware="edk2", media="iso", image="tinyboot", machine_options=("acpi=on",))
+    spec = spec_for(cell, BootMedia(image("riscv64"), FakeUefi("trixie", FIRMWARE_ROOT, {}), None, {"iso": iso}), "tcg")
+    argv = build_argv(spec, ["q"], [], FDS)
+    assert option_values(argv, "-drive") == ["file=/cache/tinyboot.iso,format=raw,if=none,id=disk0,media=cdrom,"
+                                             "readonly=on"]
+    assert "scsi-cd,drive=disk0,bus=scsi0.0,bootindex=0" in option_values(argv, "-device")
+    assert option_values(argv, "-kernel") == [] and option_values(argv, "-append") == []
+    # The cell's acpi=on replaces the edk2 profile's acpi=off instead of following it.
+    assert option_values(argv, "-machine") == ["virt,acpi=on,pflash0=pflash0,pflash1=pflash1"]
+
+
+def test_a_guest_reboot_ends_qemu_unless_the_spec_follows_it() -> None:
+    spec = spec_for(Cell(arch="x86_64", firmware="seabios"), media("x86_64"), "tcg")
+    assert "-no-reboot" in build_argv(spec, ["q"], [], FDS)
+    argv = build_argv(replace(spec, on_reboot="reset"), ["q"], [], FDS)
+    assert "-no-reboot" not in argv and option_values(argv, "-action") == ["reboot=reset"]
+    with pytest.raises(SpecError, match="on_reboot 'loop'"):
+        validate(replace(spec, on_reboot="loop", kernel=None, initrd=None, bios=None))
+
+
+def test_a_second_user_nic_gets_its_own_network() -> None:
+    argv = nic_args((UserNet(), UserNet(network="10.0.3.0/24")))
+    assert option_values(argv, "-netdev") == ["user,id=net0,restrict=on", "user,id=net1,restrict=on,net=10.0.3.0/24"]

@@ -68,6 +68,11 @@ memory_mib = 1024
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n',
          r"cell\[1\]: duplicate cell id 'x86_64-seabios-direct'"),
         ('[[cell]\n', r"not valid TOML"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nimage = "tinyboot"\n',
+         r"cell\[0\]: image = \"tinyboot\" is an ISO: media = \"iso\""),
+        ('[[cell]]\narch = "riscv64"\nfirmware = "opensbi"\nmedia = "iso"\nimage = "tinyboot"\n',
+         r"cell\[0\]: riscv64/opensbi boots no iso"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmedia = "iso"\n', r"cell\[0\]: media \"iso\" boots image"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[extra]\nx = 1\n', r"m\.toml: extra: unknown key"),
     ],
 )

@@ -1,0 +1,3 @@
+module bootmatrix.local/tinyboot
+
+go 1.24
