@@ -29,9 +29,10 @@ from harness.deadline import Deadline
 from harness.errors import MachineError
 from harness.guestnet import DEFAULT_DHCP, GuestNet
 from harness.hostinfo import memory_available_bytes
-from harness.machine import Machine, live_machines
+from harness.machine import Machine, PowerDown, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
+from harness.qmp import QmpEvent
 from harness.spec import MachineSpec
 from harness.timeline import Timeline
 from images.artifacts import ArtifactError
@@ -299,6 +300,16 @@ class VM:
 
     def run(self, command: str, seconds: float | None = None) -> tuple[str, int]:
         return self.machine.console.run(command, self.deadline(seconds))
+
+    def powerdown(self, seconds: float | None = None) -> PowerDown:
+        """Press the power button and wait for the guest's own power-off (Machine.powerdown)."""
+        return self.machine.powerdown(self.deadline(seconds))
+
+    def reboot_and_wait(self, ready: str, trigger: Callable[[], object] | None = None,
+                        seconds: float | None = None) -> QmpEvent:
+        """Follow the guest through its own reboot to `ready` (Machine.reboot_and_wait; the VM must be
+        made with on_reboot="reset", e.g. through `customize`). The budget covers a whole boot."""
+        return self.machine.reboot_and_wait(ready, self.deadline(seconds), trigger)
 
     @property
     def timeline(self) -> Timeline:

@@ -39,13 +39,19 @@ from images.store import Store
 from images.tools import BuildError, run_tool
 from images.uki import build_uki
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 TINYBOOT_GO = Path(__file__).parent.parent / "guest" / "tinyboot"
 APP = "tinyapp"
 PERSISTENT_LABEL = "tinyboot"  # tinyboot.PersistentLabel
 READY = r"tinyapp: boot \d+"  # the app's first line: the machine is up and the app runs
 # The kernel's failure messages are the harness's; these are the image's own.
-BAD_PATTERNS = (("tinyboot start failure", r"tinyboot: cannot start the app[^\n]*"),)
+BAD_PATTERNS = (
+    ("tinyboot start failure", r"tinyboot: cannot start the app[^\n]*"),
+    # systemd's stub refusing the UKI's kernel ("../src/boot/linux.c:120@linux_exec: Bad kernel image:
+    # Load error", seen with a gzip-compressed .linux), and the firmware falling through to its shell.
+    ("UKI stub error", r"src/boot/[\w.]+:\d+@\w+: [^\n]*"),
+    ("UEFI shell instead of the ISO", r"UEFI Interactive Shell[^\n]*"),
+)
 # Drivers for what Configure looks for: NICs, disks, the CD-ROM and its file system, btrfs and ext4, and
 # the power button: the ACPI button (x86_64; arm64 and riscv64 booted by UEFI with ACPI tables) and
 # gpio-keys (an arm64 board described by a device tree).
@@ -54,6 +60,7 @@ EXTRA_MODULES = {"aarch64": ("gpio_keys",)}
 # libcrc32c (btrfs) asks the crypto API for "crc32c" when it loads: a soft dependency .modinfo's
 # depends= does not name. x86_64's cloud kernel has it built in; arm64 and riscv64 load it first.
 FIRST_MODULES = {"aarch64": ("crc32c_generic",), "riscv64": ("crc32c_generic",)}
+FAT_OVERHEAD = 256 * 1024  # FAT16's two tables, root folder and reserved sectors at these sizes, with margin
 ISO_README = b"""This CD was written by bootmatrix (images/recipes/tinyboot.py).
 Its user space is one Go program, tinyapp, PID 1 of the initramfs; tinyboot.json says what it holds.
 """
@@ -121,7 +128,67 @@ def _initramfs(app: Path, modules: list[tuple[str, bytes]]) -> tuple[bytes, dict
     return packed, parts
 
 
-def _xorriso(tree: Path, iso: Path, arch: str, what: str) -> None:
+@dataclass(frozen=True)
+class StagedIso:
+    """The ISO's file tree, ready for an ISO writer, and what went into it."""
+
+    tree: Path
+    kernel: Path
+    initrd: bytes
+    sizes: dict[str, int]
+    manifest: dict[str, object]
+
+
+def stage_iso(scratch: Path, arch: str, debs: Debs, app: Path, modules: tuple[str, ...]) -> StagedIso:
+    """Everything the ISO holds, under scratch/tree, with every time fixed; isohdpfx.bin (x86_64's
+    hybrid MBR) beside the tree. The ISO writers read this (bench/iso_writers.py compares two)."""
+    what = f"tinyboot ISO for {arch}"
+    ((_, kernel_deb),) = debs[kernel_set(arch)]
+    _kernel_files(kernel_deb, scratch / "kernel")
+    kernel_path = sorted((scratch / "kernel").glob(ARCHES[arch].kernel_glob))[0]
+    release = kernel_path.name.split("-", 1)[1]
+    loaded = _module_order(scratch / "kernel/usr/lib/modules" / release, list(modules))
+    initrd, parts = _initramfs(app, loaded)
+    suffix, removable = ARCHES[arch].efi_name
+    for package, deb in [*debs[STICK_TOOLS_SET], *debs[ISO_TOOLS_SET]]:
+        if package.name in ("systemd-boot-efi", "isolinux", "syslinux-common") and (
+                package.name != "systemd-boot-efi" or package.arch == ARCHES[arch].debian):
+            extract_deb(deb, scratch / "tools")
+    stub = (scratch / f"tools/usr/lib/systemd/boot/efi/linux{suffix}.efi.stub").read_bytes()
+    osrel = f'NAME="bootmatrix tinyboot"\nID=tinyboot\nVERSION_ID="{release}"\n'
+    uki = build_uki(stub, kernel_path.read_bytes(), initrd, command_line(arch), osrel)
+    tree = scratch / "tree"
+    (tree / "boot").mkdir(parents=True)
+    (scratch / "uki.efi").write_bytes(uki)
+    efi_mib = -(-(len(uki) + FAT_OVERHEAD) // (1024 * 1024))  # whole MiB, with room for the FAT's own tables
+    write_efi_fat(tree / "boot/efi.img", efi_mib, scratch / "uki.efi", removable, what)
+    if arch == "x86_64":
+        (tree / "isolinux").mkdir()
+        shutil.copy(scratch / "tools/usr/lib/ISOLINUX/isolinux.bin", tree / "isolinux/isolinux.bin")
+        shutil.copy(scratch / "tools/usr/lib/syslinux/modules/bios/ldlinux.c32", tree / "isolinux/ldlinux.c32")
+        shutil.copy(scratch / "tools/usr/lib/ISOLINUX/isohdpfx.bin", scratch / "isohdpfx.bin")
+        (tree / "isolinux/isolinux.cfg").write_text(
+            f"DEFAULT tinyboot\nPROMPT 0\nTIMEOUT 0\nLABEL tinyboot\n  KERNEL /boot/vmlinuz\n"
+            f"  INITRD /boot/initrd.xz\n  APPEND {command_line(arch)}\n")
+        shutil.copy(kernel_path, tree / "boot/vmlinuz")
+        (tree / "boot/initrd.xz").write_bytes(initrd)
+    sizes = {"kernel": kernel_path.stat().st_size, "initrd_xz": len(initrd),
+             **{f"initrd_{k}": v for k, v in parts.items()}, "stub": len(stub), "uki": len(uki),
+             "efi_img": efi_mib * 1024 * 1024}
+    manifest: dict[str, object] = {"arch": arch, "kernel_release": release, "app": APP, "cmdline": command_line(arch),
+                                   "modules": [name for name, _ in loaded], "sizes": sizes}
+    (tree / "tinyboot.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (tree / "README.txt").write_bytes(ISO_README)
+    for path in [tree, *tree.rglob("*")]:
+        os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
+    return StagedIso(tree, kernel_path, initrd, sizes, manifest)
+
+
+def write_iso(tree: Path, iso: Path, arch: str, what: str) -> None:
+    """The ISO of a staged tree, written by xorriso (bench/iso_writers.py measures pycdlib beside it):
+    El Torito's BIOS entry (x86_64: ISOLINUX, with a hybrid MBR and GPT for USB sticks) and its EFI
+    entry (the FAT image), Rock Ridge and Joliet names. Every date is fixed (--modification-date,
+    SOURCE_DATE_EPOCH), so a rebuild gives the same bytes."""
     boot: list[str] = []
     if arch == "x86_64":
         boot += ["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
@@ -140,11 +207,19 @@ def _xorriso(tree: Path, iso: Path, arch: str, what: str) -> None:
     run_tool(argv, f"{what}: writing the ISO", env=env)
 
 
+def modules_of(arch: str) -> tuple[str, ...]:
+    """The modules the initramfs of `arch` loads, in this order (their dependencies go in before them)."""
+    return (*FIRST_MODULES.get(arch, ()), *MODULES, *EXTRA_MODULES.get(arch, ()))
+
+
+ISO_SETS = (STICK_TOOLS_SET, ISO_TOOLS_SET)
+
+
 def build_tinyboot_iso(store: Store, fetcher: DebianFetcher, arch: str, apps: Path) -> TinybootIso:
     """The bootable ISO of `arch` running the example app; `apps` is build_app's entry."""
-    modules = (*FIRST_MODULES.get(arch, ()), *MODULES, *EXTRA_MODULES.get(arch, ()))
+    modules = modules_of(arch)
     app = apps / f"linux_{ARCHES[arch].goarch}" / APP
-    sets = [kernel_set(arch), STICK_TOOLS_SET, ISO_TOOLS_SET]
+    sets = [kernel_set(arch), *ISO_SETS]
 
     def inputs(packages: Packages) -> dict[str, object]:
         return {
@@ -155,52 +230,13 @@ def build_tinyboot_iso(store: Store, fetcher: DebianFetcher, arch: str, apps: Pa
         }
 
     def build(content: Path, debs: Debs) -> None:
-        what = f"tinyboot ISO for {arch}"
         with tempfile.TemporaryDirectory(prefix="bm-tinyboot-") as tmp:
-            scratch = Path(tmp)
-            ((_, kernel_deb),) = debs[kernel_set(arch)]
-            _kernel_files(kernel_deb, scratch / "kernel")
-            kernel_path = sorted((scratch / "kernel").glob(ARCHES[arch].kernel_glob))[0]
-            release = kernel_path.name.split("-", 1)[1]
-            loaded = _module_order(scratch / "kernel/usr/lib/modules" / release, list(modules))
-            initrd, parts = _initramfs(app, loaded)
-            suffix, removable = ARCHES[arch].efi_name
-            for package, deb in [*debs[STICK_TOOLS_SET], *debs[ISO_TOOLS_SET]]:
-                if package.name in ("systemd-boot-efi", "isolinux", "syslinux-common") and (
-                        package.name != "systemd-boot-efi" or package.arch == ARCHES[arch].debian):
-                    extract_deb(deb, scratch / "tools")
-            stub = (scratch / f"tools/usr/lib/systemd/boot/efi/linux{suffix}.efi.stub").read_bytes()
-            osrel = f'NAME="bootmatrix tinyboot"\nID=tinyboot\nVERSION_ID="{release}"\n'
-            uki = build_uki(stub, kernel_path.read_bytes(), initrd, command_line(arch), osrel)
-            tree = scratch / "tree"
-            (tree / "boot").mkdir(parents=True)
-            (scratch / "uki.efi").write_bytes(uki)
-            efi_mib = len(uki) // (1024 * 1024) + 2
-            write_efi_fat(tree / "boot/efi.img", efi_mib, scratch / "uki.efi", removable, what)
-            if arch == "x86_64":
-                (tree / "isolinux").mkdir()
-                shutil.copy(scratch / "tools/usr/lib/ISOLINUX/isolinux.bin", tree / "isolinux/isolinux.bin")
-                shutil.copy(scratch / "tools/usr/lib/syslinux/modules/bios/ldlinux.c32", tree / "isolinux/ldlinux.c32")
-                shutil.copy(scratch / "tools/usr/lib/ISOLINUX/isohdpfx.bin", scratch / "isohdpfx.bin")
-                (tree / "isolinux/isolinux.cfg").write_text(
-                    f"DEFAULT tinyboot\nPROMPT 0\nTIMEOUT 0\nLABEL tinyboot\n  KERNEL /boot/vmlinuz\n"
-                    f"  INITRD /boot/initrd.xz\n  APPEND {command_line(arch)}\n")
-                shutil.copy(kernel_path, tree / "boot/vmlinuz")
-                (tree / "boot/initrd.xz").write_bytes(initrd)
-            sizes = {"kernel": kernel_path.stat().st_size, "initrd_xz": len(initrd),
-                     **{f"initrd_{k}": v for k, v in parts.items()}, "stub": len(stub), "uki": len(uki),
-                     "efi_img": efi_mib * 1024 * 1024}
-            manifest = {"arch": arch, "kernel_release": release, "app": APP, "cmdline": command_line(arch),
-                        "modules": [name for name, _ in loaded], "sizes": sizes}
-            (tree / "tinyboot.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            (tree / "README.txt").write_bytes(ISO_README)
-            for path in [tree, *tree.rglob("*")]:
-                os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
-            _xorriso(tree, content / "tinyboot.iso", arch, what)
-            sizes["iso"] = (content / "tinyboot.iso").stat().st_size
-            shutil.copy(kernel_path, content / "kernel")
-            (content / "initrd.xz").write_bytes(initrd)
-            (content / "image.json").write_text(json.dumps({**manifest, "sizes": sizes}, indent=2) + "\n")
+            staged = stage_iso(Path(tmp), arch, debs, app, modules)
+            write_iso(staged.tree, content / "tinyboot.iso", arch, f"tinyboot ISO for {arch}")
+            sizes = {**staged.sizes, "iso": (content / "tinyboot.iso").stat().st_size}
+            shutil.copy(staged.kernel, content / "kernel")
+            (content / "initrd.xz").write_bytes(staged.initrd)
+            (content / "image.json").write_text(json.dumps({**staged.manifest, "sizes": sizes}, indent=2) + "\n")
 
     root = built_from(store, fetcher, f"tinyboot-iso-{arch}", sets, inputs_of=inputs, build=build)
     info = json.loads((root / "image.json").read_text())

@@ -101,7 +101,7 @@ def test_power_button_stops_the_app_and_the_disk_keeps_its_state(  # type: ignor
     assert "boot 1\n" in http_get(port, "/")
     machine = guest.machine
     if has_power_button(machine):
-        down = machine.powerdown(guest.deadline(60))
+        down = guest.powerdown(60)
         request_line = first_line(machine, r"tinyboot: power button \(KEY_POWER", down.pressed)
     else:
         assert tiny_cell.arch == "riscv64", "no power button device on a board that has one"
@@ -150,7 +150,7 @@ def test_the_app_exiting_or_panicking_reboots_the_machine(  # type: ignore[no-un
                                          ("/crash", r"app ended on its own \(exit status 2: the app panicked\)")],
                                         start=2):
         started = time.monotonic() - guest.machine.t0
-        event = guest.machine.reboot_and_wait(READY, guest.deadline(2 * guest.budget), lambda p=path: http_get(port, p))
+        event = guest.reboot_and_wait(READY, lambda p=path: http_get(port, p), seconds=2 * guest.budget)
         first_line(guest.machine, "tinyboot: " + said, started)
         assert f"boot {boot}\n" in http_get(port, "/"), f"after {path}"
         reboots[path] = round(event.t - started, 3)
