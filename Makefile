@@ -56,12 +56,14 @@ vm: setup
 	$(BIN)/pytest -n $(JOBS) -m vm
 
 bench: setup
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/boot_overhead.py
 	$(BIN)/python bench/net_throughput.py
 	$(BIN)/python bench/vfat_writers.py --stick
 	$(BIN)/python bench/compile_latency.py --build warm
 	$(BIN)/python bench/warm_prepare.py --no-network
 	$(BIN)/python bench/snapshot.py
+	$(BIN)/python bench/iso_writers.py --boot
 
 report:
 	scripts/make-report

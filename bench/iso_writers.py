@@ -1,7 +1,7 @@
 """Writing the tinyboot ISO: xorriso (host package; what images/recipes/tinyboot.py uses) against pycdlib
 (pure Python, from PyPI), side by side in one run on the same staged tree of each arch.
 
-    .venv/bin/pip install pycdlib        # not a dependency of bootmatrix: only this benchmark uses it
+    .venv/bin/pip install -e '.[bench]'   # pycdlib: only this benchmark uses it (make bench installs it)
     .venv/bin/python bench/iso_writers.py [--arch x86_64 ...] [--runs 3] [--boot]
 
 Per arch and writer: seconds to write (median, and min-max over the runs), the ISO's bytes, whether
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pycdlib  # type: ignore[import-untyped]
+import pycdlib
 
 from arches import ARCHES
 from harness.deadline import Deadline

@@ -175,7 +175,9 @@ class Console:
     def pump(self, seconds: float) -> None:
         """Take in what arrives within `seconds` without waiting for anything in it: keeps the transcript's
         times true while the caller waits on something else (a QMP event)."""
-        if not self._eof:
+        if self._eof:
+            time.sleep(seconds)  # nothing more will come; callers loop on something else
+        else:
             self._read_some(seconds)
 
     def drain(self) -> None:

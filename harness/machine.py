@@ -254,6 +254,11 @@ class Machine:
         while event is None and not deadline.expired():
             self.console.pump(0.05)  # the console lines of the shutdown get their true times
             event = self.qmp.wait_event("SHUTDOWN", 0)
+            if event is None and self.returncode is not None:
+                self._wait_process(1.0)
+                event = self.qmp.wait_event("SHUTDOWN", 0.5)  # QEMU sends it just before it exits
+                if event is None:
+                    raise GuestGone(self.death_reason() or "QEMU exited", self.console.tail(), "power-off")
         if event is None:
             raise GuestGone(f"guest did not power off within {deadline.budget:.1f} s of {how}", self.console.tail(),
                             "power-off")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.deadline import Deadline
+from harness.machine import Machine
 from harness.net import UserNet, nic_args
 from harness.qemu import QemuInstall
 from harness.spec import HarnessFds, MachineSpec, Pflash, SpecError, build_argv, validate
@@ -213,3 +215,11 @@ def test_a_guest_reboot_ends_qemu_unless_the_spec_follows_it() -> None:
 def test_a_second_user_nic_gets_its_own_network() -> None:
     argv = nic_args((UserNet(), UserNet(network="10.0.3.0/24")))
     assert option_values(argv, "-netdev") == ["user,id=net0,restrict=on", "user,id=net1,restrict=on,net=10.0.3.0/24"]
+
+
+def test_reboot_and_wait_refuses_a_machine_that_exits_on_reboot(tmp_path: Path) -> None:
+    """Checked before anything is asked of QEMU: under -no-reboot the guest's reboot would end QEMU."""
+    spec = spec_for(Cell(arch="x86_64", firmware="seabios"), media("x86_64"), "tcg")
+    machine = Machine(spec, QemuInstall.host(), tmp_path)
+    with pytest.raises(SpecError, match="reboot_and_wait needs on_reboot='reset'"):
+        machine.reboot_and_wait("ready", Deadline.after(1))
