@@ -137,8 +137,10 @@ def test_the_app_exiting_or_panicking_reboots_the_machine(  # type: ignore[no-un
     bootmatrix_vms, tiny_cell: Cell, tmp_path: Path, record_property
 ) -> None:
     """An unrequested exit, a panic in main (cleanup's recover) and a panic in another goroutine (no
-    recover can catch it; PID 1 sees its child die) each reboot the machine: QMP RESET guest-reset in the
-    same QEMU (on_reboot="reset"), the app back, its boot count in /persistent one higher each time."""
+    recover can catch it; PID 1 sees its child die) each reboot the machine, and so does a requested
+    reboot (/sbin/reboot: SIGTERM to PID 1), after the app's context ended and its shutdown was logged:
+    QMP RESET guest-reset in the same QEMU (on_reboot="reset"), the app back, its boot count in
+    /persistent one higher each time."""
     disk = persistent_disk(tmp_path / "persistent.img")
     guest = bootmatrix_vms(tiny_cell, nics=(UserNet(restrict=True, forwards=(Forward(80),)),),
                            customize=with_disk(disk, on_reboot="reset"))
@@ -147,17 +149,21 @@ def test_the_app_exiting_or_panicking_reboots_the_machine(  # type: ignore[no-un
     reboots = {}
     for boot, (path, said) in enumerate([("/exit", r"app ended on its own \(exit status 0\): rebooting"),
                                          ("/panic", r"app ended on its own \(exit status 2: the app panicked\)"),
-                                         ("/crash", r"app ended on its own \(exit status 2: the app panicked\)")],
+                                         ("/crash", r"app ended on its own \(exit status 2: the app panicked\)"),
+                                         ("/reboot", r"app stopped \(exit status 0\); reboot")],
                                         start=2):
         started = time.monotonic() - guest.machine.t0
         event = guest.reboot_and_wait(READY, lambda p=path: http_get(port, p), seconds=2 * guest.budget)
         first_line(guest.machine, "tinyboot: " + said, started)
         assert f"boot {boot}\n" in http_get(port, "/"), f"after {path}"
         reboots[path] = round(event.t - started, 3)
+    # The asked-for reboot (SIGTERM to PID 1, as /sbin/reboot sends it) ended the app's context first.
+    first_line(guest.machine, r"tinyboot: signal terminated: stopping the app, then reboot")
+    assert "shutdown-log: boot 4: clean shutdown after" in http_get(port, "/")
     record_property("seconds_to_reset", reboots)
     # Every reset is the guest's own (SeaBIOS adds a second one of its own right after each reboot).
     resets = [e for e in guest.qmp.events if e.name == "RESET"]
-    assert len(resets) >= 3 and {e.data.get("reason") for e in resets} == {"guest-reset"}
+    assert len(resets) >= 4 and {e.data.get("reason") for e in resets} == {"guest-reset"}
     assert "SHUTDOWN" not in [e.name for e in guest.qmp.events]
     transcript = "\n".join(line for _, line in stamped_lines(guest.machine))
     assert "tinyboot: app panicked: tinyapp: /panic asked for a panic" in transcript  # cleanup's recover

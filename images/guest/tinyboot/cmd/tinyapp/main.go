@@ -5,7 +5,8 @@
 // to /persistent/shutdown.log before returning. GET /exit makes it return on its own, GET /panic makes
 // its main goroutine panic, GET /crash panics in another goroutine (which no recover can catch): the
 // first is an unrequested exit and the other two are crashes, and tinyboot reboots the machine after
-// each of them. GET /poweroff runs /sbin/poweroff, the signal path a shell's poweroff takes.
+// each of them. GET /poweroff and GET /reboot run /sbin/poweroff and /sbin/reboot, the signal paths a
+// shell's poweroff and reboot take (a requested stop: the context ends, the shutdown is logged).
 package main
 
 import (
@@ -87,15 +88,18 @@ func handlers(boots int, exit, crash chan struct{}) *http.ServeMux {
 	}
 	mux.HandleFunc("/exit", once(exit, "exiting"))
 	mux.HandleFunc("/panic", once(crash, "panicking"))
-	mux.HandleFunc("/poweroff", func(w http.ResponseWriter, _ *http.Request) {
-		// What a shell's poweroff does: /sbin/poweroff (this binary under that name) signals PID 1.
-		fmt.Fprintln(w, "powering off")
-		go func() {
-			if output, err := exec.Command("/sbin/poweroff").CombinedOutput(); err != nil {
-				say("/sbin/poweroff: %v %s", err, output)
-			}
-		}()
-	})
+	// What a shell's poweroff and reboot do: /sbin/poweroff or /sbin/reboot (this binary under that
+	// name) signals PID 1.
+	for _, command := range []string{"poweroff", "reboot"} {
+		mux.HandleFunc("/"+command, func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "running /sbin/%s\n", command)
+			go func() {
+				if output, err := exec.Command("/sbin/" + command).CombinedOutput(); err != nil {
+					say("/sbin/%s: %v %s", command, err, output)
+				}
+			}()
+		})
+	}
 	mux.HandleFunc("/crash", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "crashing")
 		go func() {
