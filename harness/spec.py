@@ -3,9 +3,9 @@
 The harness always owns the console and the monitor: serial and QMP are socket chardevs on file
 descriptors the harness passes in (socketpairs), `-nodefaults` removes every device we did not ask for,
 and `-no-reboot` makes a reset end the VM instead of looping (unless the spec asks for
-`on_reboot="reset"`, for tests that follow a guest through its own reboot). `-nographic` rather than `-display none`:
-with -nodefaults and our own -serial it adds no stdio device, and it is what makes SeaBIOS print to the
-serial port (its "sercon"), so firmware output reaches the console and the timeline.
+`on_reboot="reset"`, for tests that follow a guest through its own reboot). `-nographic` rather than
+`-display none`: with -nodefaults and our own -serial it adds no stdio device, and it is what makes
+SeaBIOS print to the serial port (its "sercon"), so firmware output reaches the console and the timeline.
 
 Flash firmware goes through `-blockdev` nodes named by the machine's pflash0/pflash1 properties, the
 one form every board here accepts (riscv64 virt needs it).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from arches import ARCHES
 from harness.errors import MachineError
@@ -80,7 +81,7 @@ class MachineSpec:
     # unexpected reboot (a panic with panic=N, a triple fault) ends the VM and is reported. "reset"
     # (-action reboot=reset): the guest restarts inside the same QEMU, with the same console, QMP
     # journal, disks and forwarded ports; QMP reports RESET. Machine.reboot_and_wait needs "reset".
-    on_reboot: str = "exit"
+    on_reboot: Literal["exit", "reset"] = "exit"
 
     def pass_fds(self) -> tuple[int, ...]:
         return tuple(fd for nic in self.nics for fd in nic.fds())

@@ -222,7 +222,8 @@ class Lab:
 
     def image_of(self, cell: Cell) -> MinimalImage | None:
         """The image whose readiness marker, failure messages and DHCP command a cell's boot uses: ours
-        (minimal, or the mostly-source first stage), or for an artifact cell the one it borrows from."""
+        (minimal, the mostly-source first stage, or the tinyboot ISO's kernel and initramfs), or for an
+        artifact cell the one it borrows from."""
         return self.own_image(cell) if cell.artifact_cell else self.image(cell.arch, cell.image)
 
     def own_image(self, cell: Cell) -> MinimalImage | None:

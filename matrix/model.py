@@ -168,7 +168,9 @@ class Cell(BaseModel):
                 raise ValueError(f"the tinyboot ISO boots through UEFI, or SeaBIOS on x86_64; not {self.firmware}")
         elif self.media not in firmwares[self.firmware]:
             raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
-
+        if self.append and self.image == "tinyboot":
+            raise ValueError("append does not apply to the tinyboot ISO: its kernel command line is built into the "
+                             "UKI and ISOLINUX's configuration (images/recipes/tinyboot.py)")
         if self.append and self.media == "stick":
             raise ValueError(
                 "append applies to direct boots only: a stick cell boots the loader entries written on the stick, "

@@ -49,7 +49,8 @@ class MinimalImage:
     dhcp_command: str = DHCP_COMMAND
 
 
-def _kernel_files(deb: Path, workdir: Path) -> None:
+def extract_kernel_files(deb: Path, workdir: Path) -> None:
+    """The kernel image and its modules from a kernel package (boot/ and the modules tree) into workdir."""
     def wanted(path: str) -> bool:
         return path.startswith(("boot/", "usr/lib/modules/", "lib/modules/"))
 
@@ -61,7 +62,7 @@ def _module_data(path: Path) -> bytes:
     return lzma.decompress(data) if path.name.endswith(".xz") else data
 
 
-def _module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, bytes]]:
+def module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, bytes]]:
     """(file name, uncompressed bytes) of `modules` and what they depend on, dependencies first.
     A module this kernel has built in (modules.builtin) needs nothing.
 
@@ -123,7 +124,7 @@ def build_minimal(
         ((_, kernel_deb),), ((_, busybox_deb),) = debs[kernel], debs[busybox]
         with tempfile.TemporaryDirectory(prefix="bm-kernel-") as tmp:
             tree = Path(tmp)
-            _kernel_files(kernel_deb, tree)
+            extract_kernel_files(kernel_deb, tree)
             kernel_path = sorted(tree.glob(ARCHES[arch].kernel_glob))[0]
             release = kernel_path.name.split("-", 1)[1]
             shutil.copy2(kernel_path, content / "kernel")
@@ -139,7 +140,7 @@ def build_minimal(
             archive.add_file_from("init", init, 0o755)
             archive.add_file_from("etc/udhcpc.script", UDHCPC_SCRIPT, 0o755)
             load_list = []
-            for module, data in _module_order(tree / "usr/lib/modules" / release, list(modules)):
+            for module, data in module_order(tree / "usr/lib/modules" / release, list(modules)):
                 archive.add_file(f"lib/modules/{module}", data)
                 load_list.append(module)
             if POWER_BUTTON_MODULES[arch]:

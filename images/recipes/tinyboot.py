@@ -11,7 +11,8 @@ What is on it, and how each firmware starts it:
 - /README.txt and /tinyboot.json: the ISO's own files, which the app finds under /iso.
 
 xorriso (host package, rootless) writes the ISO; with every file time and SOURCE_DATE_EPOCH fixed, a
-rebuild gives the same bytes. size.json says where the bytes go.
+rebuild gives the same bytes. The sizes (`TinybootIso.sizes`; all but the ISO's own also in its
+tinyboot.json) say where the bytes go.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import ISO_TOOLS_SET, STICK_TOOLS_SET, kernel_set
 from images.recipes.gosource import GoRoot, go_environment
-from images.recipes.minimal import MinimalImage, _kernel_files, _module_order
+from images.recipes.minimal import MinimalImage, extract_kernel_files, module_order
 from images.recipes.stick import EPOCH
 from images.store import Store
 from images.tools import BuildError, run_tool
@@ -144,10 +145,10 @@ def stage_iso(scratch: Path, arch: str, debs: Debs, app: Path, modules: tuple[st
     hybrid MBR) beside the tree. The ISO writers read this (bench/iso_writers.py compares two)."""
     what = f"tinyboot ISO for {arch}"
     ((_, kernel_deb),) = debs[kernel_set(arch)]
-    _kernel_files(kernel_deb, scratch / "kernel")
+    extract_kernel_files(kernel_deb, scratch / "kernel")
     kernel_path = sorted((scratch / "kernel").glob(ARCHES[arch].kernel_glob))[0]
     release = kernel_path.name.split("-", 1)[1]
-    loaded = _module_order(scratch / "kernel/usr/lib/modules" / release, list(modules))
+    loaded = module_order(scratch / "kernel/usr/lib/modules" / release, list(modules))
     initrd, parts = _initramfs(app, loaded)
     suffix, removable = ARCHES[arch].efi_name
     for package, deb in [*debs[STICK_TOOLS_SET], *debs[ISO_TOOLS_SET]]:

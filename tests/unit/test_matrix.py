@@ -73,6 +73,8 @@ memory_mib = 1024
         ('[[cell]]\narch = "riscv64"\nfirmware = "opensbi"\nmedia = "iso"\nimage = "tinyboot"\n',
          r"cell\[0\]: riscv64/opensbi boots no iso"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmedia = "iso"\n', r"cell\[0\]: media \"iso\" boots image"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "ovmf"\nmedia = "iso"\nimage = "tinyboot"\nappend = "quiet"\n',
+         r"cell\[0\]: append does not apply to the tinyboot ISO"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[extra]\nx = 1\n', r"m\.toml: extra: unknown key"),
     ],
 )
