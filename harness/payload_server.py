@@ -24,7 +24,7 @@ class Request:
     method: str
     path: str
     status: int
-    sent_bytes: int
+    sent_bytes: int  # the body's length as the server answered it (recorded just before it is sent)
     body: bytes
 
 
@@ -42,6 +42,9 @@ class PayloadServer:
                 pass
 
             def _record(self, status: int, sent: int, body: bytes = b"") -> None:
+                # Recorded before the answer goes out: a client that has its answer finds the request
+                # in `requests` (recorded after, a test could look before the server thread got there;
+                # seen once in a fresh clone's make test). `sent` is the body's length as answered.
                 with server._lock:
                     server.requests.append(Request(self.command, self.path, status, sent, body))
 
@@ -54,29 +57,29 @@ class PayloadServer:
                     return
                 if path.startswith("/status/"):
                     code = int(path.removeprefix("/status/"))
+                    self._record(code, 0)
                     self.send_response(code)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    self._record(code, 0)
                     return
                 data = server.payloads.get(path.removeprefix("/payload/")) if path.startswith("/payload/") else None
                 if data is None:
-                    self.send_error(404)
                     self._record(404, 0)
+                    self.send_error(404)
                     return
+                self._record(200, len(data))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                self._record(200, len(data))
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                self._record(204, 0, body)
                 self.send_response(204)
                 self.end_headers()
-                self._record(204, 0, body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
