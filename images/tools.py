@@ -4,6 +4,7 @@ tool failed and why, per cell, instead of a bare CalledProcessError escaping the
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,20 @@ class BuildError(Exception):
     def __init__(self, message: str, tool: str = "", stderr: str = ""):
         self.tool, self.stderr = tool, stderr
         super().__init__(message)
+
+
+class ToolMissing(Exception):
+    """A host tool a recipe needs is not installed: the cell cannot run here (a tool that runs and fails
+    is a BuildError instead)."""
+
+
+def host_tool(name: str, packages: str, purpose: str) -> str:
+    """The path of host tool `name`, also looked for in the sbin folders a user's PATH may lack
+    (mkfs.vfat, mkfs.btrfs); ToolMissing naming the Debian packages that bring it when it is not there."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if not found:
+        raise ToolMissing(f"{name} is needed to {purpose} (Debian {packages}; scripts/setup-host installs it)")
+    return found
 
 
 def run_tool(

@@ -53,9 +53,10 @@ from images.recipes.goplans import build_plans
 from images.recipes.gosource import GoSourceImage, build_go_root, build_gosource_image, build_programs, build_stage1
 from images.recipes.minimal import MinimalImage, build_minimal
 from images.recipes.qemu import pinned_qemu_prefix
-from images.recipes.stick import StickError, build_stick
+from images.recipes.stick import build_stick
 from images.recipes.tinyboot import TinybootIso, build_app, build_tinyboot_iso
 from images.store import Store
+from images.tools import ToolMissing
 from matrix.history import configuration_hash
 from matrix.model import DEFAULT_FIRMWARE_SET, Cell, Login
 from matrix.profiles import CONSOLE, TIMELINE_PHASES, BootMedia, needs_firmware_set, spec_for
@@ -178,7 +179,7 @@ class Lab:
                     stage1 = {arch: job.result() for arch, job in stage1_jobs.items()}
                 self._gosource = build_gosource_image(self.store, fetcher, go_root=go_root, programs=programs,
                                                       plans=plans, stage1=stage1)
-            except (FetchError, MirrorNotFound, StickError) as error:
+            except (FetchError, MirrorNotFound, ToolMissing) as error:
                 raise Unavailable(f"the mostly-source image could not be built: {error}") from error
         return self._gosource
 
@@ -189,7 +190,7 @@ class Lab:
                 if self._tinyapp is None:
                     self._tinyapp = build_app(self.store, build_go_root(self.store, self.fetcher()))
                 self._tinyboot[arch] = build_tinyboot_iso(self.store, self.fetcher(), arch, self._tinyapp)
-            except (FetchError, MirrorNotFound) as error:
+            except (FetchError, MirrorNotFound, ToolMissing) as error:
                 raise Unavailable(f"the tinyboot ISO could not be built: {error}") from error
         return self._tinyboot[arch]
 
@@ -205,7 +206,7 @@ class Lab:
         if self._stick is None:
             try:
                 self._stick = build_stick(self.store, self.fetcher(), {a: self.image(a) for a in ARCHES})
-            except (FetchError, MirrorNotFound, StickError) as error:
+            except (FetchError, MirrorNotFound, ToolMissing) as error:
                 raise Unavailable(f"the boot stick could not be built: {error}") from error
         return self._stick
 

@@ -36,7 +36,7 @@ from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, LockedPackage
 from images.recipes.minimal import MinimalImage
 from images.store import Store
-from images.tools import run_tool
+from images.tools import host_tool, run_tool
 
 RECIPE_VERSION = 3
 EPOCH = 946684800  # 2000-01-01: FAT cannot store times before 1980
@@ -45,16 +45,8 @@ PARTITION_START = 2048  # sectors (1 MiB)
 SECTOR = 512
 
 
-class StickError(Exception):
-    """A tool the stick needs is not installed here: the cell cannot run (a build that fails is a
-    BuildError instead)."""
-
-
 def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if not found:
-        raise StickError(f"{name} is needed to build the boot stick (Debian packages dosfstools and mtools)")
-    return found
+    return host_tool(name, "packages dosfstools and mtools", "build the boot stick")
 
 
 def stick_files(images: dict[str, MinimalImage], tools: Path, uefi_only: bool) -> dict[str, bytes | Path]:

@@ -37,7 +37,7 @@ from images.recipes.gosource import GoRoot, go_environment
 from images.recipes.minimal import MinimalImage, extract_kernel_files, module_order
 from images.recipes.stick import EPOCH
 from images.store import Store
-from images.tools import BuildError, run_tool
+from images.tools import host_tool, run_tool
 from images.uki import build_uki
 
 RECIPE_VERSION = 3
@@ -199,12 +199,10 @@ def write_iso(tree: Path, iso: Path, arch: str, what: str) -> None:
     boot += ["-e", "boot/efi.img", "-no-emul-boot"]
     if arch == "x86_64":
         boot += ["-isohybrid-gpt-basdat"]
-    date = "2000010100000000"
-    argv = ["xorriso", "-as", "mkisofs", "-quiet", "-o", str(iso), "-V", "TINYBOOT", "-R", "-J",
-            "--modification-date=" + date, *boot, str(tree)]
+    xorriso = host_tool("xorriso", "package xorriso", "write the tinyboot ISO")
+    argv = [xorriso, "-as", "mkisofs", "-quiet", "-o", str(iso), "-V", "TINYBOOT", "-R", "-J",
+            "--modification-date=2000010100000000", *boot, str(tree)]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SOURCE_DATE_EPOCH": str(EPOCH), "TZ": "UTC"}
-    if shutil.which("xorriso") is None:
-        raise BuildError(f"{what}: xorriso is not installed (scripts/setup-host installs it)")
     run_tool(argv, f"{what}: writing the ISO", env=env)
 
 
@@ -251,7 +249,6 @@ def persistent_disk(path: Path, mib: int = 128) -> Path:
     /persistent. mkfs.btrfs formats a file without root; 128 MiB is above btrfs's minimum."""
     with path.open("wb") as handle:
         handle.truncate(mib * 1024 * 1024)
-    if shutil.which("mkfs.btrfs") is None:
-        raise BuildError("mkfs.btrfs is not installed (scripts/setup-host installs btrfs-progs)")
-    run_tool(["mkfs.btrfs", "-q", "-f", "-L", PERSISTENT_LABEL, str(path)], f"formatting {path.name} as btrfs")
+    mkfs = host_tool("mkfs.btrfs", "package btrfs-progs", "format the tinyboot app's persistent disk")
+    run_tool([mkfs, "-q", "-f", "-L", PERSISTENT_LABEL, str(path)], f"formatting {path.name} as btrfs")
     return path
