@@ -250,18 +250,11 @@ class Machine:
     def wait_power_off(self, deadline: Deadline, asked: float, how: str = "the request") -> PowerDown:
         """Wait for the guest's own power-off, asked for at `asked` (seconds since QEMU started) by `how`:
         QMP SHUTDOWN with reason guest-shutdown, then QEMU's exit."""
-        event = None
-        while event is None and not deadline.expired():
-            self.console.pump(0.05)  # the console lines of the shutdown get their true times
-            event = self.qmp.wait_event("SHUTDOWN", 0)
-            if event is None and self.returncode is not None:
-                self._wait_process(1.0)
-                event = self.qmp.wait_event("SHUTDOWN", 0.5)  # QEMU sends it just before it exits
-                if event is None:
-                    raise GuestGone(self.death_reason() or "QEMU exited", self.console.tail(), "power-off")
+        event = self._wait_event_reading_console("SHUTDOWN", deadline)
         if event is None:
-            raise GuestGone(f"guest did not power off within {deadline.budget:.1f} s of {how}", self.console.tail(),
-                            "power-off")
+            dead = self.death_reason() if self.returncode is not None else None
+            raise GuestGone(dead or f"guest did not power off within {deadline.budget:.1f} s of {how}",
+                            self.console.tail(), "power-off")
         reason = str(event.data.get("reason", "?"))
         if reason != "guest-shutdown":
             raise GuestGone(f"guest ended with QMP SHUTDOWN reason {reason!r} after {how}, not a power-off of "
@@ -270,6 +263,20 @@ class Machine:
         self.console.drain()  # the guest's last words, into the transcript
         self.death_reported = True  # the end the caller asked for
         return PowerDown(asked, event.t, reason, code)
+
+    def _wait_event_reading_console(self, name: str, deadline: Deadline, after: int = 0) -> QmpEvent | None:
+        """The first QMP event `name` (from index `after`), reading the console meanwhile: its lines keep
+        their true times, and the guest's serial output does not stall on a console nobody reads. None
+        at the deadline, or when QEMU exited without sending it (given half a second: QEMU sends
+        SHUTDOWN just before it exits)."""
+        while not deadline.expired():
+            self.console.pump(0.05)
+            event = self.qmp.wait_event(name, 0, after=after)
+            if event is not None:
+                return event
+            if self.returncode is not None:
+                return self.qmp.wait_event(name, 0.5, after=after)
+        return None
 
     def reboot_and_wait(self, ready: str, deadline: Deadline, trigger: Callable[[], object] | None = None) -> QmpEvent:
         """Follow the guest through a reboot of its own: forget the console so far, run `trigger` (what
@@ -286,10 +293,7 @@ class Machine:
         self.console.skip()
         if trigger is not None:
             trigger()
-        event = None
-        while event is None and not deadline.expired() and self.returncode is None:
-            self.console.pump(0.05)  # the last words before the reset, with their true times
-            event = self.qmp.wait_event("RESET", 0, after=seen)
+        event = self._wait_event_reading_console("RESET", deadline, after=seen)
         if event is None:
             dead = self.death_reason()
             raise GuestGone(dead or f"guest did not reboot within {deadline.budget:.1f} s", self.console.tail(),
