@@ -208,21 +208,37 @@ FAT_FORBIDDEN = set('<>:"\\|?*')
 ELF_MACHINE = {0x3E: "amd64", 0xB7: "arm64", 0xF3: "riscv64", 0x03: "i386"}  # i386: syslinux modules
 
 
-def guest_sources() -> dict[str, bytes]:
-    """The project's guest-side Go tree (go.mod, init, the builder, the commands), by path below /src."""
-    return {p.relative_to(GUEST_GO).as_posix(): p.read_bytes() for p in sorted(GUEST_GO.rglob("*")) if p.is_file()}
+def guest_sources(root: Path = GUEST_GO) -> dict[str, bytes]:
+    """A guest-side Go tree by path: by default the mostly-source image's (go.mod, init, the builder, the
+    commands; below /src in the image)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def write_guest_sources(tree: Path) -> None:
-    """The guest Go tree written out below `tree`, as the builds on the host read it."""
-    for rel, data in guest_sources().items():
+def write_guest_sources(tree: Path, root: Path = GUEST_GO) -> None:
+    """The guest Go tree `root` written out below `tree`, as the builds on the host read it."""
+    for rel, data in guest_sources(root).items():
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_bytes(data)
 
 
-def sources_digest() -> str:
-    """sha256 of the guest Go tree: a store input of everything built from it."""
-    return hashlib.sha256(repr(sorted(guest_sources().items())).encode()).hexdigest()
+def sources_digest(root: Path = GUEST_GO) -> str:
+    """sha256 of the guest Go tree `root`: a store input of everything built from it."""
+    return hashlib.sha256(repr(sorted(guest_sources(root).items())).encode()).hexdigest()
+
+
+def build_on_host(go_root: GoRoot, tree: Path, scratch: Path, builds: dict[str, list[tuple[Path, str]]]) -> None:
+    """Build, with the host's go of the image's Go root, each (output, package) of `builds[goarch]` from
+    the module in `tree`, stripped. Each arch builds from a copy of its warm cache (in `scratch`): the
+    standard library is compiled already (with -trimpath its entries do not name the GOROOT path),
+    which took 5-6 s per arch without it."""
+    host_go = go_root.go(host_debian_arch())
+    for goarch, targets in builds.items():
+        cache = scratch / f"cache-{goarch}"
+        shutil.copytree(go_root.cache(goarch), cache)
+        env = go_environment(go_root.goroot, goarch, cache, scratch / "home")
+        for output, package in targets:
+            run_tool([str(host_go), "build", "-buildvcs=false", "-ldflags=-s -w", "-o", str(output), package],
+                     f"building {package} for {goarch}", cwd=tree, env=env)
 
 
 def command_names() -> list[str]:
@@ -249,17 +265,10 @@ def build_programs(store: Store, go_root: GoRoot) -> Path:
         with tempfile.TemporaryDirectory(prefix="bm-goprog-") as tmp:
             tree = Path(tmp) / "src"
             write_guest_sources(tree)
-            host_go = go_root.go(host_debian_arch())
-            for goarch in sorted(set(GUEST_DEBIAN_ARCH.values())):
-                # A copy of the arch's warm cache: the standard library is compiled already (with -trimpath
-                # its entries do not name the GOROOT path), which took 5-6 s per arch without it.
-                cache = Path(tmp) / f"cache-{goarch}"
-                shutil.copytree(go_root.cache(goarch), cache)
-                env = go_environment(go_root.goroot, goarch, cache, Path(tmp) / "home")
-                for program in PROGRAMS:
-                    target = content / f"linux_{goarch}/bin/{program}"
-                    run_tool([str(host_go), "build", "-buildvcs=false", "-ldflags=-s -w", "-o", str(target),
-                              f"./{program}"], f"building {program} for {goarch}", cwd=tree, env=env)
+            build_on_host(go_root, tree, Path(tmp), {
+                goarch: [(content / f"linux_{goarch}/bin/{program}", f"./{program}") for program in PROGRAMS]
+                for goarch in sorted(set(GUEST_DEBIAN_ARCH.values()))
+            })
 
     return store.get("go-programs", inputs, build)
 

@@ -26,14 +26,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from arches import ARCHES, KERNEL_OPTIONS, host_debian_arch
+from arches import ARCHES, KERNEL_OPTIONS
 from images import uki as uki_module
 from images.artifacts import write_efi_fat
 from images.cpio import CpioArchive
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import ISO_TOOLS_SET, STICK_TOOLS_SET, kernel_set
-from images.recipes.gosource import GoRoot, go_environment
+from images.recipes.gosource import GoRoot, build_on_host, sources_digest, write_guest_sources
 from images.recipes.minimal import MinimalImage, extract_kernel_files, module_order
 from images.recipes.stick import EPOCH
 from images.store import Store
@@ -76,29 +76,18 @@ class TinybootIso:
     key: str
 
 
-def app_sources() -> dict[str, bytes]:
-    return {p.relative_to(TINYBOOT_GO).as_posix(): p.read_bytes()
-            for p in sorted(TINYBOOT_GO.rglob("*")) if p.is_file()}
-
-
 def build_app(store: Store, go_root: GoRoot) -> Path:
     """The example app for every arch (linux_<goarch>/tinyapp), built with the image's Go toolchain."""
-    sources = hashlib.sha256(repr(sorted(app_sources().items())).encode()).hexdigest()
-    inputs = {"recipe_version": RECIPE_VERSION, "go_root": go_root.root.parent.name, "sources": sources}
+    inputs = {"recipe_version": RECIPE_VERSION, "go_root": go_root.root.parent.name,
+              "sources": sources_digest(TINYBOOT_GO)}
 
     def build(content: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="bm-tinyapp-") as tmp:
             tree = Path(tmp) / "src"
-            for rel, data in app_sources().items():
-                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tree / rel).write_bytes(data)
-            for arch in ARCHES.values():
-                cache = Path(tmp) / f"cache-{arch.goarch}"
-                shutil.copytree(go_root.cache(arch.goarch), cache)  # the standard library, compiled
-                env = go_environment(go_root.goroot, arch.goarch, cache, Path(tmp) / "home")
-                run_tool([str(go_root.go(host_debian_arch())), "build", "-buildvcs=false", "-ldflags=-s -w", "-o",
-                          str(content / f"linux_{arch.goarch}" / APP), f"./cmd/{APP}"],
-                         f"building {APP} for {arch.goarch}", cwd=tree, env=env)
+            write_guest_sources(tree, TINYBOOT_GO)
+            build_on_host(go_root, tree, Path(tmp), {
+                arch.goarch: [(content / f"linux_{arch.goarch}" / APP, f"./cmd/{APP}")] for arch in ARCHES.values()
+            })
 
     return store.get("tinyboot-app", inputs, build)
 
