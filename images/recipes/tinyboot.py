@@ -61,6 +61,7 @@ EXTRA_MODULES = {"aarch64": ("gpio_keys",)}
 # libcrc32c (btrfs) asks the crypto API for "crc32c" when it loads: a soft dependency .modinfo's
 # depends= does not name. x86_64's cloud kernel has it built in; arm64 and riscv64 load it first.
 FIRST_MODULES = {"aarch64": ("crc32c_generic",), "riscv64": ("crc32c_generic",)}
+ISO_SETS = (STICK_TOOLS_SET, ISO_TOOLS_SET)  # systemd's stub (stick-tools), ISOLINUX (iso-tools)
 FAT_OVERHEAD = 256 * 1024  # FAT16's two tables, root folder and reserved sectors at these sizes, with margin
 ISO_README = b"""This CD was written by bootmatrix (images/recipes/tinyboot.py).
 Its user space is one Go program, tinyapp, PID 1 of the initramfs; tinyboot.json says what it holds.
@@ -140,7 +141,7 @@ def stage_iso(scratch: Path, arch: str, debs: Debs, app: Path, modules: tuple[st
     loaded = module_order(scratch / "kernel/usr/lib/modules" / release, list(modules))
     initrd, parts = _initramfs(app, loaded)
     suffix, removable = ARCHES[arch].efi_name
-    for package, deb in [*debs[STICK_TOOLS_SET], *debs[ISO_TOOLS_SET]]:
+    for package, deb in (pair for name in ISO_SETS for pair in debs[name]):
         if package.name in ("systemd-boot-efi", "isolinux", "syslinux-common") and (
                 package.name != "systemd-boot-efi" or package.arch == ARCHES[arch].debian):
             extract_deb(deb, scratch / "tools")
@@ -198,9 +199,6 @@ def write_iso(tree: Path, iso: Path, arch: str, what: str) -> None:
 def modules_of(arch: str) -> tuple[str, ...]:
     """The modules the initramfs of `arch` loads, in this order (their dependencies go in before them)."""
     return (*FIRST_MODULES.get(arch, ()), *MODULES, *EXTRA_MODULES.get(arch, ()))
-
-
-ISO_SETS = (STICK_TOOLS_SET, ISO_TOOLS_SET)
 
 
 def build_tinyboot_iso(store: Store, fetcher: DebianFetcher, arch: str, apps: Path) -> TinybootIso:

@@ -36,13 +36,8 @@ func (l Lease) String() string {
 		l.Router, strings.Join(dns, ","), l.Server, l.Seconds)
 }
 
-var (
-	leasesMu sync.Mutex
-	leases   []Lease
-)
-
-// Leases returns the leases PID 1 took at boot. In the app's process it reads /run/tinyboot/leases,
-// which PID 1 writes before starting it.
+// Leases returns the leases PID 1 took at boot, one line each, as it printed them: read from
+// /run/tinyboot/leases, which PID 1 writes before it starts the app.
 func Leases() []string {
 	data, err := os.ReadFile(leaseFile)
 	if err != nil {
@@ -70,7 +65,11 @@ func configureNetwork() {
 		Logf("network: %v", err)
 		return
 	}
-	var wait sync.WaitGroup
+	var (
+		wait     sync.WaitGroup
+		leasesMu sync.Mutex
+		leases   []Lease
+	)
 	for _, nic := range interfaces {
 		if nic.Flags&net.FlagLoopback != 0 || len(nic.HardwareAddr) != 6 {
 			continue

@@ -76,7 +76,7 @@ func startChild() (*os.Process, error) {
 		return nil, err
 	}
 	return os.StartProcess(self, os.Args, &os.ProcAttr{
-		Env:   append(os.Environ(), childEnv+"=1"),
+		Env:   os.Environ(),
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})

@@ -37,9 +37,6 @@ import (
 // StopGrace is how long the application has between its context's end and being killed.
 const StopGrace = 10 * time.Second
 
-// childEnv marks the supervised application process.
-const childEnv = "TINYBOOT_CHILD"
-
 // Exit status of a child whose main panicked (cleanup's recover).
 const panicStatus = 2
 
