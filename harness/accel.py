@@ -34,7 +34,7 @@ from harness.deadline import Deadline
 from harness.errors import MachineError
 from harness.hostinfo import host_facts
 from harness.machine import Machine
-from harness.qemu import QemuInstall, QemuNotFound
+from harness.qemu import QemuInstall, QemuNotFound, announce_launch
 from harness.spec import MachineSpec
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def _boot_sector_probe(qemu: QemuInstall) -> AccelVerdict:
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01",
             "-drive", f"file={disk},format=raw,if=ide",
         ]
+        announce_launch(argv)
         started = time.monotonic()
         try:
             done = subprocess.run(

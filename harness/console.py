@@ -117,7 +117,7 @@ class Console:
         text = clean(raw)
         now = time.monotonic() - self.t0
         for timeline in self.timelines:
-            timeline.observe(text, now)
+            timeline.observe(text, now, raw.replace("\r", ""))
         self._transcript.write(text)
         self.buffer += text
         self.history = (self.history + text)[-TAIL_CHARS:]

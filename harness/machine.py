@@ -31,7 +31,7 @@ from harness.console import Console
 from harness.deadline import Deadline
 from harness.errors import AbnormalShutdown, GuestGone, LaunchError, describe_exit
 from harness.net import parse_usernet
-from harness.qemu import QemuInstall
+from harness.qemu import QemuInstall, announce_launch
 from harness.qmp import QMP_FAILURES, QmpEvent, QmpMonitor
 from harness.spec import HarnessFds, MachineSpec, Pflash, SpecError, build_argv, validate
 from harness.timeline import Timeline
@@ -152,6 +152,7 @@ class Machine:
         command = self.qemu.command(self.spec.arch)
         self.qemu_version = self.qemu.version(self.spec.arch)
         self.argv = build_argv(self.spec, command, self.qemu.data_args(), fds)
+        announce_launch(self.argv)
         (self.workdir / "argv.txt").write_text(shlex.join(self.argv) + "\n")
         (self.workdir / "qmp-events.jsonl").unlink(missing_ok=True)
         output = (self.workdir / "qemu-output.log").open("wb")

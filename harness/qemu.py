@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,24 @@ ARCHES = NAMES
 
 class QemuNotFound(Exception):
     """No usable QEMU binary for an arch: the plugin turns this into a skip (or an error in strict mode)."""
+
+
+LaunchWatcher = Callable[[Sequence[str]], None]
+_launch_watchers: list[LaunchWatcher] = []
+
+
+def watch_launches(watcher: LaunchWatcher) -> Callable[[], None]:
+    """Call `watcher(argv)` before every QEMU process the harness starts (a VM, a paused capability
+    probe, the KVM probe); it may raise to refuse the launch. Returns the function that stops watching.
+    The pytest plugin uses it to fail a test that starts QEMU without the `vm` marker."""
+    _launch_watchers.append(watcher)
+    return lambda: _launch_watchers.remove(watcher)
+
+
+def announce_launch(argv: Sequence[str]) -> None:
+    """What every QEMU start calls first (see watch_launches)."""
+    for watcher in list(_launch_watchers):
+        watcher(argv)
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,7 @@ def _refusal(
     command: tuple[str, ...], data: tuple[str, ...], args: tuple[str, ...], env: tuple[tuple[str, str], ...]
 ) -> str | None:
     argv = [*command, *data, "-S", "-nodefaults", "-display", "none", "-qmp", "stdio", *args]
+    announce_launch(argv)
     script = '{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
     try:
         done = subprocess.run(argv, input=script, capture_output=True, text=True, env=dict(env), timeout=PROBE_TIMEOUT,

@@ -337,6 +337,8 @@ def cmd_console(args: argparse.Namespace) -> int:
         session = attach(machine)
         machine.stop(check=False)
     out.print(f"{'detached' if session.detached else 'guest ended'}: {session.reason}")
+    if not session.detached and session.problem is not None:
+        out.print(f"[red]not a clean end: {session.problem}[/]", highlight=False)
     out.print(f"Report: {machine.workdir} (console.log, argv.txt, qmp-events.jsonl, qmp-commands.jsonl)")
     return 0 if session.detached or session.problem is None else 1
 

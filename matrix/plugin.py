@@ -17,7 +17,7 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,11 +32,12 @@ from harness.hostinfo import memory_available_bytes
 from harness.machine import Machine, PowerDown, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
+from harness.qemu import watch_launches
 from harness.qmp import QmpEvent
 from harness.spec import MachineSpec
 from harness.timeline import Timeline
 from images.artifacts import ArtifactError
-from images.tools import BuildError
+from images.tools import BuildError, ToolMissing, host_tool
 from matrix.history import HISTORY_ENV, History, Metric
 from matrix.lab import BootRecord, Lab, Unavailable, configuration
 from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, matches, select
@@ -138,6 +139,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "bootmatrix_needs(tool, packages, purpose): the test needs this host tool; without it, an error "
+        "naming the Debian packages (a skip with BOOTMATRIX_STRICT=0), as for a cell that cannot run here",
+    )
+    config.addinivalue_line(
+        "markers",
         "bootmatrix_option(name): collect the test only when this command-line option is given (it is "
         "deselected otherwise, not skipped), e.g. bootmatrix_option('--bootmatrix-baseline-set')",
     )
@@ -162,8 +168,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = wanted
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if "vm" in fixtures or "bootmatrix_vms" in fixtures:
+        if {"vm", "bootmatrix_vms", "bootmatrix_lab"} & set(fixtures):
             item.add_marker(pytest.mark.vm)
+
+
+UNMARKED_LAUNCHES = pytest.StashKey[list[str]]()  # what a test without the `vm` marker tried to start
+
+
+class UnmarkedQemuLaunch(Exception):
+    """A test without the `vm` marker started a real QEMU: `-m "not vm"` would boot guests."""
+
+
+def _real_qemu(argv: Sequence[str]) -> str | None:
+    """The QEMU binary `argv` runs when it is a real one (an ELF file named qemu-system-*), else None:
+    a stand-in script a unit test writes is not a VM."""
+    for word in argv:
+        path = Path(word)
+        if path.name.startswith("qemu-system") and path.is_file():
+            with path.open("rb") as handle:
+                return str(path) if handle.read(4) == b"\x7fELF" else None
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Every QEMU a test starts is checked: one without the `vm` marker fails, naming the binary."""
+    if item.get_closest_marker("vm") is not None:
+        yield
+        return
+    seen: list[str] = []
+
+    def refuse(argv: Sequence[str]) -> None:
+        binary = _real_qemu(argv)
+        if binary is None:
+            return
+        message = (f"{item.nodeid} starts QEMU ({Path(binary).name}) without the `vm` marker: mark it "
+                   "pytest.mark.vm, so `-m 'not vm'` starts no QEMU")
+        seen.append(message)
+        raise UnmarkedQemuLaunch(message)
+
+    item.stash[UNMARKED_LAUNCHES] = seen
+    stop_watching = watch_launches(refuse)
+    try:
+        yield
+    finally:
+        stop_watching()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("bootmatrix_needs"):
+        try:
+            host_tool(*marker.args)
+        except ToolMissing as error:
+            cannot_run(item.config, str(error))
 
 
 VM_MEMORY_BUDGET = 1.5 * 1024**3  # a guest (512 MiB) + QEMU + TCG's translation cache, with room
@@ -505,6 +562,10 @@ def vm(cell: Cell, bootmatrix_vms: VMFactory) -> VMFactory:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
     report = outcome.get_result()
+    unmarked = item.stash.get(UNMARKED_LAUNCHES, [])
+    if unmarked and report.when == "call" and report.passed:  # the test caught the refusal: still a failure
+        report.outcome = "failed"
+        report.longrepr = unmarked[0]
     if report.when == "call" and report.failed:
         folder = _test_dir(session_results(item.config), item.nodeid)
         if folder.exists():

@@ -25,8 +25,11 @@ CONSOLE = {a.name: a.console for a in ARCHES.values()}
 
 # Milestones every boot may pass, in order; each is taken the first time its pattern shows.
 TIMELINE_PHASES = [
-    # First words of each firmware: SeaBIOS, U-Boot, OpenSBI, AAVMF / edk2 banner, OVMF's boot manager.
-    ("firmware", r"SeaBIOS \(version|U-Boot 20\d\d|OpenSBI v\d|UEFI firmware \(version|BdsDxe: loading"),
+    # First words of each firmware: SeaBIOS, U-Boot, OpenSBI, AAVMF / edk2 banner, OVMF's boot manager,
+    # and edk2's terminal driver setting its text mode (ESC [=3h) as OVMF's console starts: all that OVMF
+    # sends before a kernel QEMU loaded (screen clears; SeaBIOS clears the screen too, so a clear is not it).
+    ("firmware", r"SeaBIOS \(version|U-Boot 20\d\d|OpenSBI v\d|UEFI firmware \(version|BdsDxe: loading"
+                 r"|\x1b\[=3h"),
     # Handing over to a boot loader or an EFI application: syslinux, UEFI's boot manager, U-Boot bootflows.
     ("bootloader", r"(?:SYS|ISO)LINUX \d|BdsDxe: starting|Booting: |Booting bootflow|Found EFI removable media"),
     ("kernel", r"EFI stub: |Linux version \d"),

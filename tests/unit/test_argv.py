@@ -58,7 +58,7 @@ def option_values(argv: list[str], option: str) -> list[str]:
 def test_direct_kernel_argv_per_arch(  # noqa: PLR0917 - one argument per parametrized column
     arch: str, firmware: str, machine: str, cpu: str | None, console: str, bios: str | None
 ) -> None:
-    spec = spec_for(Cell(arch=arch, firmware=firmware), media(arch), "tcg")  # type: ignore[arg-type]
+    spec = spec_for(Cell(arch=arch, firmware=firmware), media(arch), "tcg")
     argv = build_argv(spec, [f"qemu-system-{arch}"], [], FDS)
     assert argv[0] == f"qemu-system-{arch}"
     assert option_values(argv, "-machine") == [machine]
@@ -209,7 +209,7 @@ def test_a_guest_reboot_ends_qemu_unless_the_spec_follows_it() -> None:
     argv = build_argv(replace(spec, on_reboot="reset"), ["q"], [], FDS)
     assert "-no-reboot" not in argv and option_values(argv, "-action") == ["reboot=reset"]
     with pytest.raises(SpecError, match="on_reboot 'loop'"):
-        validate(replace(spec, on_reboot="loop", kernel=None, initrd=None, bios=None))
+        validate(replace(spec, on_reboot="loop", kernel=None, initrd=None, bios=None))  # type: ignore[arg-type]
 
 
 def test_a_second_user_nic_gets_its_own_network() -> None:

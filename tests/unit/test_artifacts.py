@@ -84,7 +84,7 @@ def artifact_media(tmp_path: Path, **files: Path) -> BootMedia:
 def test_an_iso_is_a_cd_rom_on_virtio_scsi_booted_first(tmp_path: Path) -> None:
     iso = tmp_path / "a.iso"
     iso.write_bytes(b"\0" * 4096)
-    cell = Cell(arch="x86_64", firmware="seabios", iso=str(iso), ready="iPXE")  # type: ignore[arg-type]
+    cell = Cell(arch="x86_64", firmware="seabios", iso=str(iso), ready="iPXE")
     from images.recipes.firmware import FirmwareSet  # a set with a SeaBIOS file is all this needs
 
     class Fw(FirmwareSet):
@@ -101,7 +101,7 @@ def test_an_iso_is_a_cd_rom_on_virtio_scsi_booted_first(tmp_path: Path) -> None:
     assert "-kernel" not in argv and "-append" not in argv
 
 
-def _fds(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _fds(tmp_path: Path):
     from harness.spec import HarnessFds
 
     return HarnessFds(3, 4, tmp_path / "pid")
@@ -112,7 +112,7 @@ def test_a_user_kernel_gets_its_append_after_the_console_and_a_qcow2_disk_stays_
     for path in (kernel, dtb):
         path.write_bytes(b"x")
     disk.write_bytes(b"QFI\xfb" + b"\0" * 508)
-    cell = Cell(arch="aarch64", firmware="virt", kernel=str(kernel), disk=str(disk), dtb=str(dtb),  # type: ignore[arg-type]
+    cell = Cell(arch="aarch64", firmware="virt", kernel=str(kernel), disk=str(disk), dtb=str(dtb),
                 append="root=/dev/vda rw", machine_options=("gic-version=3",))
     spec = spec_for(cell, BootMedia(None, None, None, {"kernel": kernel, "disk": disk, "dtb": dtb}), "tcg")
     argv = build_argv(spec, ["qemu"], [], _fds(tmp_path))

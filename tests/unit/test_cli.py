@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from images.store import Store
 from matrix.cli import main
 
 
@@ -29,3 +31,27 @@ def test_cache_list_and_prune_on_an_empty_cache(tmp_path: Path, monkeypatch: pyt
     assert main(["cache", "list"]) == 0
     assert main(["cache", "prune", "--all"]) == 0
     assert "removed 0 entries" in capsys.readouterr().out
+
+
+def test_cache_list_shows_each_entry_and_prune_removes_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("BOOTMATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    store = Store(tmp_path / "cache")
+    def writes(megabytes: int) -> Callable[[Path], None]:
+        def build(content: Path) -> None:
+            (content / "blob").write_bytes(bytes(megabytes * 1_000_000))
+        return build
+
+    for name, megabytes in (("demo-kernel", 2), ("demo-stick", 3)):
+        store.get(name, {"n": megabytes}, writes(megabytes))
+    keys = {e.manifest()["name"]: e.key for e in store.entries()}
+    assert main(["cache", "list"]) == 0
+    listing = capsys.readouterr().out
+    for name, size in (("demo-kernel", "2.0 MB"), ("demo-stick", "3.0 MB")):
+        row = next(line for line in listing.splitlines() if keys[name][:16] in line)
+        assert name in row and size in row, listing
+    assert main(["cache", "prune", "--all"]) == 0
+    pruned = capsys.readouterr().out
+    assert "removed 2 entries: " in pruned and all(key[:12] in pruned for key in keys.values()), pruned
+    assert store.entries() == []

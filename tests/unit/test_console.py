@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+import harness.console as console_module
 from harness.console import TRACE_GRACE, Console, clean
 from harness.deadline import Deadline
 from harness.errors import ConsoleTimeout, GuestGone, GuestPanic
+from tests.timing import AT_ONCE
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def test_ansi_and_carriage_returns_are_cleaned() -> None:
     assert clean("\x1b[6n\x1b[1;32mgreen\x1b[0m\r\n") == "green\n"
 
 
-def test_match_across_chunks_and_ansi(pair) -> None:  # type: ignore[no-untyped-def]
+def test_match_across_chunks_and_ansi(pair) -> None:
     console, peer, _ = pair
     peer.sendall(b"booting... BOOTMATRIX-RE")
     peer.sendall(b"\x1b[0mADY arch=x\r\n")
@@ -40,28 +42,31 @@ def test_match_across_chunks_and_ansi(pair) -> None:  # type: ignore[no-untyped-
     assert found.match.group(1) == "x" and found.before == "booting... "
 
 
-def test_bad_pattern_fails_at_once_with_tail(pair) -> None:  # type: ignore[no-untyped-def]
+def test_bad_pattern_fails_at_once_with_tail(pair) -> None:
     console, peer, _ = pair
     peer.sendall(b"[ 1.0] something\r\n[ 1.1] Kernel panic - not syncing: VFS: Unable to mount root\r\n")
     started = time.monotonic()
+    deadline = Deadline.after(30)
     with pytest.raises(GuestPanic, match="Kernel panic - not syncing: VFS") as caught:
-        console.expect("never", Deadline.after(30))
-    assert time.monotonic() - started < TRACE_GRACE + 0.5  # it reads on for the backtrace, no longer
+        console.expect("never", deadline)
+    # It reads on for the backtrace (no end marker comes), then fails long before the deadline.
+    assert TRACE_GRACE <= time.monotonic() - started < deadline.budget * AT_ONCE
     assert "something" in caught.value.tail
 
 
-def test_a_bad_pattern_keeps_the_backtrace_that_follows(pair) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_pattern_keeps_the_backtrace_that_follows(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     console, peer, _ = pair
+    monkeypatch.setattr(console_module, "TRACE_GRACE", 40.0)  # so only the end marker can end the wait soon
     peer.sendall(b"Oops: double fault: 0000 [#1] PREEMPT SMP NOPTI\nRIP: 0010:clear_page_erms+0x7/0x10\n")
     threading.Timer(0.2, peer.sendall, [b"Call Trace:\n ? die+0x36\n---[ end trace 0000000000000000 ]---\n"]).start()
     started = time.monotonic()
     with pytest.raises(GuestPanic, match="kernel Oops on the console: Oops: double fault") as caught:
         console.expect("never", Deadline.after(30))
-    assert time.monotonic() - started < TRACE_GRACE  # the end marker ended the wait
+    assert time.monotonic() - started < 40.0 * AT_ONCE  # the end marker ended the wait, not the grace
     assert "RIP: 0010:clear_page_erms" in caught.value.tail and "end trace" in caught.value.tail
 
 
-def test_wanted_text_before_a_bad_pattern_still_matches(pair) -> None:  # type: ignore[no-untyped-def]
+def test_wanted_text_before_a_bad_pattern_still_matches(pair) -> None:
     console, peer, _ = pair
     peer.sendall(b"ready\nKernel panic - not syncing: later\n")
     assert console.expect("ready", Deadline.after(5)).text == "ready"
@@ -69,7 +74,7 @@ def test_wanted_text_before_a_bad_pattern_still_matches(pair) -> None:  # type: 
         console.expect("more", Deadline.after(5))
 
 
-def test_allow_relaxes_a_bad_pattern(pair) -> None:  # type: ignore[no-untyped-def]
+def test_allow_relaxes_a_bad_pattern(pair) -> None:
     console, peer, _ = pair
     peer.sendall(b"Kernel panic - not syncing: expected\nafter\n")
     with console.allow("kernel panic"):
@@ -77,16 +82,16 @@ def test_allow_relaxes_a_bad_pattern(pair) -> None:  # type: ignore[no-untyped-d
     assert "kernel panic" in console.bad_patterns
 
 
-def test_dead_guest_fails_at_once(pair) -> None:  # type: ignore[no-untyped-def]
+def test_dead_guest_fails_at_once(pair) -> None:
     console, _, state = pair
     state["dead"] = "QEMU killed by SIGKILL"
     started = time.monotonic()
     with pytest.raises(GuestGone, match="SIGKILL"):
         console.expect("never", Deadline.after(30))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 30 * AT_ONCE
 
 
-def test_end_of_file_fails_at_once(pair) -> None:  # type: ignore[no-untyped-def]
+def test_end_of_file_fails_at_once(pair) -> None:
     console, peer, _ = pair
     peer.sendall(b"last words\n")
     peer.close()
@@ -95,7 +100,7 @@ def test_end_of_file_fails_at_once(pair) -> None:  # type: ignore[no-untyped-def
     assert "last words" in caught.value.tail
 
 
-def test_hang_is_a_timeout_naming_what_was_awaited(pair) -> None:  # type: ignore[no-untyped-def]
+def test_hang_is_a_timeout_naming_what_was_awaited(pair) -> None:
     console, peer, _ = pair
     peer.sendall(b"stuck here\n")
     with pytest.raises(ConsoleTimeout, match="waiting for the prompt") as caught:
@@ -103,7 +108,7 @@ def test_hang_is_a_timeout_naming_what_was_awaited(pair) -> None:  # type: ignor
     assert "stuck here" in caught.value.tail
 
 
-def test_transcript_is_timestamped(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_transcript_is_timestamped(pair, tmp_path: Path) -> None:
     console, peer, _ = pair
     peer.sendall(b"line one\r\nline two\r\n")
     console.expect("line two", Deadline.after(5))
@@ -113,7 +118,7 @@ def test_transcript_is_timestamped(pair, tmp_path: Path) -> None:  # type: ignor
 
 def test_run_against_a_real_shell(tmp_path: Path) -> None:
     ours, theirs = socket.socketpair()
-    shell = subprocess.Popen(["/bin/sh"], stdin=theirs, stdout=theirs, stderr=subprocess.STDOUT)
+    shell = subprocess.Popen(["/bin/sh"], stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.STDOUT)
     theirs.close()
     console = Console(ours.fileno(), tmp_path / "c.log", time.monotonic(), lambda: None)
     console.line_ending = "\n"  # a shell on a plain socket, no tty to turn \r into \n

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 
 from images.cpio import CpioArchive, read_newc
 
-needs_cpio = pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio is not installed (scripts/setup-host)")
+needs_cpio = pytest.mark.bootmatrix_needs("cpio", "cpio", "read back the initramfs")
 
 
 def sample() -> CpioArchive:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from images.debian.extract import UnsafePackage, extract_deb
 
-pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+pytestmark = pytest.mark.bootmatrix_needs("dpkg-deb", "dpkg", "build the test packages")
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:

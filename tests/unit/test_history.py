@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 from matrix.history import Gate, History, Metric, check_gate, configuration_hash
 
@@ -19,7 +20,7 @@ def test_baseline_is_the_median_of_recent_runs_excluding_this_one(tmp_path: Path
     history = History(tmp_path / "h.sqlite")
     for run, values in (("r1", [1.0, 9.0, 1.2]), ("r2", [2.0]), ("r3", [3.0]), ("now", [50.0])):
         history.record(run, "run", [metric(v) for v in values])
-    same = {"exclude_run": "now", "config": CONFIG, "source": "run"}
+    same: dict[str, Any] = {"exclude_run": "now", "config": CONFIG, "source": "run"}
     assert history.baseline("c", "t_ready", "tcg", **same) == (2.0, 3)  # median of 1.2, 2, 3
     assert history.baseline("c", "t_ready", "kvm", **same) is None  # other accelerator
     assert history.baseline("other", "t_ready", "tcg", **same) is None

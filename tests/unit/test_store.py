@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from images.store import Store, tree_sha256
 
 
-def _build_payload(counter: Path) -> None:
+def _build_payload(counter: Path) -> Callable[[Path], None]:
     def build(content: Path) -> None:
         with counter.open("a") as handle:
             handle.write(f"{os.getpid()}\n")
@@ -21,14 +22,14 @@ def _build_payload(counter: Path) -> None:
         (content / "sub").mkdir()
         (content / "sub" / "note").write_text("built once")
 
-    return build  # type: ignore[return-value]
+    return build
 
 
 def _contender(root: str, counter: str, start_at: float, out: str) -> None:
     store = Store(Path(root))
     while time.time() < start_at:
         time.sleep(0.001)
-    content = store.get("race", {"v": 1}, _build_payload(Path(counter)))  # type: ignore[arg-type]
+    content = store.get("race", {"v": 1}, _build_payload(Path(counter)))
     Path(out).write_bytes((content / "payload.bin").read_bytes())
 
 
@@ -55,11 +56,11 @@ def test_corrupted_entry_is_rebuilt_not_used(tmp_path: Path) -> None:
     counter = tmp_path / "builds.log"
     build = _build_payload(counter)
     store = Store(tmp_path / "cache")
-    content = store.get("thing", {"v": 1}, build)  # type: ignore[arg-type]
+    content = store.get("thing", {"v": 1}, build)
     original = (content / "payload.bin").read_bytes()
     (content / "payload.bin").write_bytes(b"tampered")
     fresh_process_view = Store(tmp_path / "cache")  # verification is remembered per process
-    content = fresh_process_view.get("thing", {"v": 1}, build)  # type: ignore[arg-type]
+    content = fresh_process_view.get("thing", {"v": 1}, build)
     assert (content / "payload.bin").read_bytes() not in (b"tampered", original)  # rebuilt with new random bytes
     assert len(counter.read_text().splitlines()) == 2
     manifest = fresh_process_view.entries()[0].manifest()
@@ -69,16 +70,16 @@ def test_corrupted_entry_is_rebuilt_not_used(tmp_path: Path) -> None:
 def test_added_file_also_fails_verification(tmp_path: Path) -> None:
     counter = tmp_path / "builds.log"
     store = Store(tmp_path / "cache")
-    content = store.get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    content = store.get("thing", {"v": 1}, _build_payload(counter))
     (content / "intruder").write_text("x")
-    Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))
     assert len(counter.read_text().splitlines()) == 2
 
 
 def test_different_inputs_are_different_entries(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
-    a = store.get("x", {"v": 1}, lambda c: (c / "f").write_text("1"))  # type: ignore[func-returns-value]
-    b = store.get("x", {"v": 2}, lambda c: (c / "f").write_text("2"))  # type: ignore[func-returns-value]
+    a = store.get("x", {"v": 1}, lambda c: (c / "f").write_text("1"))
+    b = store.get("x", {"v": 2}, lambda c: (c / "f").write_text("2"))
     assert a != b and (a / "f").read_text() == "1" and (b / "f").read_text() == "2"
 
 
@@ -97,8 +98,8 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
 
 def test_prune_removes_unused_entries(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
-    store.get("old", {"v": 1}, lambda c: (c / "f").write_text("1"))  # type: ignore[func-returns-value]
-    store.get("new", {"v": 1}, lambda c: (c / "f").write_text("2"))  # type: ignore[func-returns-value]
+    store.get("old", {"v": 1}, lambda c: (c / "f").write_text("1"))
+    store.get("new", {"v": 1}, lambda c: (c / "f").write_text("2"))
     old = next(e for e in store.entries() if e.manifest()["name"] == "old")
     long_ago = time.time() - 90 * 86400
     os.utime(old.root / "last-used", (long_ago, long_ago))
@@ -115,19 +116,19 @@ def test_an_unchanged_entry_is_not_hashed_again_and_a_changed_one_is(
     import images.store as store_module
 
     counter = tmp_path / "builds.log"
-    content = Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    content = Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))
     real = store_module.tree_sha256
 
     def no_hashing(root: Path) -> str:
         raise AssertionError(f"{root} was hashed again")
 
     monkeypatch.setattr(store_module, "tree_sha256", no_hashing)
-    assert Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter)) == content  # type: ignore[arg-type]
+    assert Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter)) == content
     monkeypatch.setattr(store_module, "tree_sha256", real)
 
     payload = content / "payload.bin"
     before = payload.stat()
     payload.write_bytes(bytes(b ^ 0xFF for b in payload.read_bytes()))  # same size
     os.utime(payload, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
-    Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))  # type: ignore[arg-type]
+    Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))
     assert len(counter.read_text().splitlines()) == 2  # rebuilt, never used

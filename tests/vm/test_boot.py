@@ -16,6 +16,7 @@ from harness.deadline import Deadline
 from harness.errors import ConsoleTimeout, GuestGone, GuestPanic, LaunchError
 from matrix.model import Cell
 from matrix.profiles import DIRECT_FIRMWARE
+from tests.timing import AT_ONCE
 
 # Harness behaviour (console, QMP, failures) is tested on the direct-kernel cells, one per arch; the
 # firmware cells are covered by test_firmware.py.
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_F
 
 
 @pytest.mark.bootmatrix_cold  # checks the boot's own milestones
-def test_boots_to_a_shell_and_runs_commands(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+def test_boots_to_a_shell_and_runs_commands(vm, cell: Cell) -> None:
     guest = vm()
     assert guest.record.milestones["kernel"] < guest.record.milestones["init"] <= guest.record.time_to_ready
     assert guest.run("echo $((6*7))") == ("42", 0)
@@ -33,7 +34,7 @@ def test_boots_to_a_shell_and_runs_commands(vm, cell: Cell) -> None:  # type: ig
     assert guest.record.qemu_version and guest.record.accel in ("tcg", "kvm")
 
 
-def test_a_hang_is_a_timeout_with_the_console_tail(vm) -> None:  # type: ignore[no-untyped-def]
+def test_a_hang_is_a_timeout_with_the_console_tail(vm) -> None:
     guest = vm()
     guest.console.sendline("echo tail-marker-$((1+1)); sleep 1000")
     with pytest.raises(ConsoleTimeout) as caught:
@@ -43,7 +44,7 @@ def test_a_hang_is_a_timeout_with_the_console_tail(vm) -> None:  # type: ignore[
 
 @pytest.mark.bootmatrix_cold  # a power path
 @pytest.mark.bootmatrix_cells(arch=["x86_64", "aarch64"])
-def test_qmp_powerdown_ends_the_vm(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+def test_qmp_powerdown_ends_the_vm(vm, cell: Cell) -> None:
     guest = vm()
     assert guest.machine.powerdown(guest.deadline(30)).returncode == 0
     shutdown = next(e for e in guest.qmp.events if e.name == "SHUTDOWN")
@@ -53,7 +54,7 @@ def test_qmp_powerdown_ends_the_vm(vm, cell: Cell) -> None:  # type: ignore[no-u
 
 @pytest.mark.bootmatrix_cold  # a power path
 @pytest.mark.bootmatrix_cells(arch="riscv64")
-def test_qmp_powerdown_reaches_no_device_tree_riscv64_guest(vm) -> None:  # type: ignore[no-untyped-def]
+def test_qmp_powerdown_reaches_no_device_tree_riscv64_guest(vm) -> None:
     """QEMU's riscv virt board has no power button (none in its device tree; its ACPI tables have none
     either: tests/vm/test_tinyboot.py), so QEMU reports POWERDOWN and the guest runs on. Fails the day
     that changes."""
@@ -66,30 +67,30 @@ def test_qmp_powerdown_reaches_no_device_tree_riscv64_guest(vm) -> None:  # type
 
 
 @pytest.mark.bootmatrix_cold  # a power path
-def test_guest_poweroff_is_seen_through_qmp_and_fails_waits_at_once(vm) -> None:  # type: ignore[no-untyped-def]
+def test_guest_poweroff_is_seen_through_qmp_and_fails_waits_at_once(vm) -> None:
     guest = vm()
     started = time.monotonic()
     with pytest.raises(GuestGone, match=r"guest-shutdown|exited with status 0"):
         guest.run("poweroff -f", seconds=60)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60 * AT_ONCE
     assert guest.qmp.wait_event("SHUTDOWN", 5) is not None
     assert guest.machine.process.wait(10) == 0
 
 
 @pytest.mark.bootmatrix_cold  # a panic
-def test_kernel_panic_fails_fast_with_the_reason(vm) -> None:  # type: ignore[no-untyped-def]
+def test_kernel_panic_fails_fast_with_the_reason(vm) -> None:
     guest = vm()
     guest.console.sendline("echo c > /proc/sysrq-trigger")
     triggered = time.monotonic()
     with pytest.raises(GuestPanic, match="Kernel panic") as caught:
         guest.console.expect("this never appears", Deadline.after(120))
-    assert time.monotonic() - triggered < 5
+    assert time.monotonic() - triggered < 120 * AT_ONCE
     assert "sysrq" in caught.value.tail.lower()
     guest.machine.process.wait(60)  # QEMU ends (status 0, -no-reboot): a panic the test was told of is no
     # abnormal end at teardown
 
 
-def test_qemu_killed_mid_boot_fails_the_wait_naming_the_signal(vm) -> None:  # type: ignore[no-untyped-def]
+def test_qemu_killed_mid_boot_fails_the_wait_naming_the_signal(vm) -> None:
     guest = vm(boot=False)
     killed_at: list[float] = []
 
@@ -106,12 +107,12 @@ def test_qemu_killed_mid_boot_fails_the_wait_naming_the_signal(vm) -> None:  # t
         failed_at = time.monotonic()
     finally:
         killer.join()
-    assert failed_at - killed_at[0] < 2.0
+    assert failed_at - killed_at[0] < 120 * AT_ONCE
 
 
 @pytest.mark.bootmatrix_cells(arch="riscv64")
-def test_launch_failure_carries_argv_status_and_qemu_output(bootmatrix_vms, cell: Cell) -> None:  # type: ignore[no-untyped-def]
-    def add_bogus_device(spec):  # type: ignore[no-untyped-def]
+def test_launch_failure_carries_argv_status_and_qemu_output(bootmatrix_vms, cell: Cell) -> None:
+    def add_bogus_device(spec):
         return replace(spec, devices=(*spec.devices, "no-such-device-model"))
 
     with pytest.raises(LaunchError) as caught:
@@ -124,7 +125,7 @@ def test_launch_failure_carries_argv_status_and_qemu_output(bootmatrix_vms, cell
 
 @pytest.mark.bootmatrix_cold  # the host QEMU axis: its boot is the point
 @pytest.mark.bootmatrix_cells(arch="riscv64")
-def test_host_qemu_axis_boots(vm, cell: Cell) -> None:  # type: ignore[no-untyped-def]
+def test_host_qemu_axis_boots(vm, cell: Cell) -> None:
     """The host's own QEMU is a matrix axis too; riscv64 is the cell it runs cleanly (see the notes)."""
     guest = vm(cell.model_copy(update={"qemu": "host"}))
     assert guest.record.qemu == "host"

@@ -21,7 +21,7 @@ COLD_BUILD = ("cd /src/cmds/wc && GOROOT=/go GOCACHE=/tmp/cold-cache GOFLAGS=-tr
               "GOTOOLCHAIN=local HOME=/tmp /run/bm/bin/go build -o /tmp/wc-cold . && /tmp/wc-cold /src/go.mod")
 
 
-def test_x86_64_survives_a_cold_go_build(bootmatrix_vms, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_x86_64_survives_a_cold_go_build(bootmatrix_vms, record_property) -> None:
     # One vCPU: QEMU 7.2 failed with one as with two, and one avoids an unrelated, rare abort of QEMU 10
     # while a two-vCPU x86_64 guest enumerates PCI (see tests/vm/test_gosource.py).
     guest = bootmatrix_vms(direct_cell("x86_64", image="gosource", memory_mib=2048, smp=1))

@@ -44,7 +44,7 @@ def image(bootmatrix_lab: Lab, request: pytest.FixtureRequest) -> GoSourceImage:
         cannot_run(request.config, f"the mostly-source image cannot be built here: {error}")
 
 
-def test_the_root_is_mostly_source(image: GoSourceImage, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_the_root_is_mostly_source(image: GoSourceImage, record_property) -> None:
     census = image.census
     binaries = census["binaries"]
     assert isinstance(binaries, dict)
@@ -76,7 +76,7 @@ def _references(release: str, machine: str) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyped-def]
+def test_commands_build_on_first_call_then_run_at_once(
     bootmatrix_vms, image: GoSourceImage, arch: str, record_property
 ) -> None:
     guest = bootmatrix_vms(gosource_cell(arch))
@@ -139,7 +139,7 @@ def test_commands_build_on_first_call_then_run_at_once(  # type: ignore[no-untyp
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_system_commands_honour_their_options(  # type: ignore[no-untyped-def]
+def test_system_commands_honour_their_options(
     bootmatrix_vms, image: GoSourceImage, arch: str, payload_server: PayloadServer
 ) -> None:
     """env, uname, ps, df, free, dmesg, poweroff and ip do what their options say (an unknown option is a
@@ -187,7 +187,7 @@ def test_system_commands_honour_their_options(  # type: ignore[no-untyped-def]
     assert parsed is not None and (parsed.address, parsed.prefix, parsed.gateway) == ("10.0.2.15", 24, "10.0.2.2")
 
 
-def test_a_changed_package_is_not_taken_from_the_plan(bootmatrix_vms) -> None:  # type: ignore[no-untyped-def]
+def test_a_changed_package_is_not_taken_from_the_plan(bootmatrix_vms) -> None:
     """The plan of uname names the compiled internal/utsname of the image: once that package's source
     differs (a tmpfs over its folder on the read-only root), the first call must build from the changed
     source with `go build`, and a later change to it must rebuild uname again."""
@@ -214,7 +214,7 @@ def test_a_changed_package_is_not_taken_from_the_plan(bootmatrix_vms) -> None:  
     assert code == 0 and "(plan: check" in output, output
 
 
-def test_latency_gate_fails_a_slowed_build(bootmatrix_vms, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_latency_gate_fails_a_slowed_build(bootmatrix_vms, record_property) -> None:
     """The gate judges real first-call times: the same kind of commands, built as they are and with the
     builder told to wait 2.5 s first (BMBUILD_DELAY), in one guest."""
     budget = load_compile_budget(GOSOURCE_MATRIX)
@@ -252,7 +252,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def test_background_prebuild_builds_every_command(bootmatrix_vms, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_background_prebuild_builds_every_command(bootmatrix_vms, record_property) -> None:
     """bm.prebuild=1: after the marker, init builds every stubbed command at nice 19, smallest first."""
     guest = bootmatrix_vms(gosource_cell("riscv64", append="bm.prebuild=1"))
     deadline = Deadline.after(900)
@@ -270,7 +270,7 @@ def test_background_prebuild_builds_every_command(bootmatrix_vms, record_propert
 # Not named `cell`: the plugin parametrizes that fixture name over the default matrix.
 @pytest.mark.parametrize("stick_cell", [c for c in load_matrix(GOSOURCE_MATRIX) if c.media == "stick"],
                          ids=lambda c: c.id)
-def test_firmware_boots_the_stick_and_its_root(bootmatrix_vms, stick_cell: Cell) -> None:  # type: ignore[no-untyped-def]
+def test_firmware_boots_the_stick_and_its_root(bootmatrix_vms, stick_cell: Cell) -> None:
     """Through firmware and systemd-boot: kernel and first stage from the stick, then the root on it."""
     guest = bootmatrix_vms(stick_cell)
     output, code = guest.console.run("BMBUILD_VERBOSE=1 uname -m 2>&1", Deadline.after(300))

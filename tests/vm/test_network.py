@@ -22,7 +22,7 @@ EIGHT_MIB = 8 * 1024 * 1024
 pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))
 
 
-def test_dhcp_lease_from_user_networking(vm, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_dhcp_lease_from_user_networking(vm, record_property) -> None:
     guest = vm(nics=(UserNet(restrict=False),))
     lease = guest.net.dhcp()
     assert (lease.interface, lease.address, lease.prefix) == ("eth0", "10.0.2.15", 24)
@@ -33,14 +33,14 @@ def test_dhcp_lease_from_user_networking(vm, record_property) -> None:  # type: 
     assert code == 0 and "10.0.2.15/24" in output and "default via 10.0.2.2" in output
 
 
-def test_restricted_dhcp_offers_no_route_out(vm) -> None:  # type: ignore[no-untyped-def]
+def test_restricted_dhcp_offers_no_route_out(vm) -> None:
     """restrict=on: libslirp leases an address but offers no router and no DNS server."""
     guest = vm(nics=(UserNet(restrict=True),))
     lease = guest.net.dhcp()
     assert (lease.address, lease.prefix, lease.gateway, lease.dns) == ("10.0.2.15", 24, "", "")
 
 
-def test_guest_downloads_from_the_host(vm, payload_server: PayloadServer, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_guest_downloads_from_the_host(vm, payload_server: PayloadServer, record_property) -> None:
     expected = payload_server.add_payload("blob", EIGHT_MIB, seed=7)
     guest = vm(nics=(UserNet(restrict=False),))
     guest.net.dhcp()
@@ -51,7 +51,7 @@ def test_guest_downloads_from_the_host(vm, payload_server: PayloadServer, record
     guest.metric("host_to_guest_MBps", fetched.megabytes_per_second, "MB/s")
 
 
-def test_host_fetches_from_the_guest_through_a_forward(vm, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_host_fetches_from_the_guest_through_a_forward(vm, record_property) -> None:
     guest = vm(nics=(UserNet(restrict=True, forwards=(Forward(80),)),))
     guest.net.dhcp()
     expected = guest.net.make_file("/srv/blob", EIGHT_MIB)
@@ -67,7 +67,7 @@ def test_host_fetches_from_the_guest_through_a_forward(vm, record_property) -> N
     guest.metric("guest_to_host_MBps", len(body) / 1e6 / elapsed, "MB/s")
 
 
-def test_two_vms_on_one_wire(vm, cell) -> None:  # type: ignore[no-untyped-def]
+def test_two_vms_on_one_wire(vm, cell) -> None:
     ours, theirs = link_pair()
     try:
         left = vm(name="left", nics=(DgramLink(ours.fileno(), mac="52:54:00:00:77:01"),))
@@ -87,7 +87,7 @@ def test_two_vms_on_one_wire(vm, cell) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(("path", "reason"), [("/status/500", "500"), ("/drop", "")])
-def test_server_errors_fail_with_the_reason(vm, payload_server: PayloadServer, path: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_server_errors_fail_with_the_reason(vm, payload_server: PayloadServer, path: str, reason: str) -> None:
     guest = vm(nics=(UserNet(restrict=False),))
     guest.net.dhcp()
     started = time.monotonic()
@@ -98,10 +98,18 @@ def test_server_errors_fail_with_the_reason(vm, payload_server: PayloadServer, p
     assert "wget:" in str(caught.value)
 
 
-def test_restricted_guest_cannot_reach_the_host(vm, payload_server: PayloadServer) -> None:  # type: ignore[no-untyped-def]
-    payload_server.add_payload("blob", 1024)
-    guest = vm(nics=(UserNet(restrict=True),))
+def test_restricted_guest_cannot_reach_the_host(vm, payload_server: PayloadServer) -> None:
+    digest = payload_server.add_payload("blob", 1024)
+    url = payload_server.url("/payload/blob")
+    # The positive control: the same URL, fetched by the same image over an unrestricted NIC.
+    open_guest = vm(name="unrestricted", nics=(UserNet(restrict=False),))
+    open_guest.net.dhcp()
+    assert open_guest.net.fetch(url).sha256 == digest
+    assert [r.path for r in payload_server.requests] == ["/payload/blob"]
+    guest = vm(name="restricted", nics=(UserNet(restrict=True),))
     guest.net.dhcp()
-    with pytest.raises(GuestNetError, match="could not fetch"):
-        guest.net.fetch(payload_server.url("/payload/blob"), deadline=guest.deadline(60))
-    assert payload_server.requests == []
+    # libslirp's restrict=on refuses the connection itself (not a timeout, not an HTTP error).
+    with pytest.raises(GuestNetError, match=r"could not fetch .*wget: can't connect to remote host \(10\.0\.2\.2\): "
+                       "Connection refused"):
+        guest.net.fetch(url, deadline=guest.deadline(60))
+    assert [r.path for r in payload_server.requests] == ["/payload/blob"]  # nothing more reached the host

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.vm
 PROCESSES = 8
 
 
-def _hold_forwards(prefix: str, workdir: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def _hold_forwards(prefix: str, workdir: str, barrier, results) -> None:
     qemu = QemuInstall.from_prefix("pinned", Path(prefix))
     # No kernel: SeaBIOS sits looking for a boot device, which is all a port needs.
     spec = MachineSpec("x86_64", "q35", nics=(UserNet(forwards=(Forward(80), Forward(22))),))
@@ -28,7 +28,7 @@ def _hold_forwards(prefix: str, workdir: str, barrier, results) -> None:  # type
         results.put(sorted(ports.values()))
 
 
-def test_eight_processes_never_share_a_port(bootmatrix_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_eight_processes_never_share_a_port(bootmatrix_lab, tmp_path: Path) -> None:
     qemu = bootmatrix_lab.qemu("pinned")
     assert qemu.prefix is not None
     context = multiprocessing.get_context("spawn")

@@ -4,6 +4,7 @@ transcript is overwritten; results/latest points at one of them."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,11 @@ def test_two_concurrent_sessions_keep_their_own_folders(tmp_path: Path) -> None:
     for folder in folders:
         transcripts = sorted(folder.glob("*/vm/console.log"))
         assert len(transcripts) == 3, transcripts
+        answers = []
         for transcript in transcripts:
-            assert "run-" in transcript.read_text()  # the test's own command ran on this console
+            # The guest's answer alone on its line (not the command's echo, nor the harness's send note):
+            # each of the session's three tests answered on a console of its own.
+            answers += re.findall(r"(?m)^\[[ \d.]+\] run-(\d)$", transcript.read_text())
             assert "Cannot lock pid file" not in (transcript.parent / "qemu-output.log").read_text()
+        assert sorted(answers) == ["0", "1", "2"], (folder, answers)
     assert (results / "latest").resolve() in [f.resolve() for f in folders]

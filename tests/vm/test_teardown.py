@@ -89,7 +89,7 @@ matrix.plugin.attach_vm_to_allure = flaky
 
 
 @pytest.mark.bootmatrix_cells(arch="riscv64", firmware="opensbi", media="direct")
-def test_stop_raises_for_a_death_nobody_reported(vm) -> None:  # type: ignore[no-untyped-def]
+def test_stop_raises_for_a_death_nobody_reported(vm) -> None:
     """Machine.stop() after a kill nothing saw raises AbnormalShutdown; a guest that powered itself off
     (exit 0, no panic) is a normal end."""
     guest = vm()

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -53,7 +54,7 @@ def first_line(machine: Machine, pattern: str, after: float = 0.0) -> tuple[floa
     raise AssertionError(f"no console line matches {pattern!r} after {after:.2f} s; tail:\n{machine.tail()}")
 
 
-def with_disk(path: Path, on_reboot: str = "exit"):  # type: ignore[no-untyped-def]
+def with_disk(path: Path, on_reboot: Literal["exit", "reset"] = "exit"):
     def customize(spec: MachineSpec) -> MachineSpec:
         return replace(spec, disks=(*spec.disks, Disk(path, snapshot=False)), on_reboot=on_reboot)
 
@@ -83,7 +84,7 @@ def tiny_cell(request: pytest.FixtureRequest) -> Cell:
     return request.param  # type: ignore[no-any-return]
 
 
-def test_power_button_stops_the_app_and_the_disk_keeps_its_state(  # type: ignore[no-untyped-def]
+def test_power_button_stops_the_app_and_the_disk_keeps_its_state(
     bootmatrix_vms, tiny_cell: Cell, tmp_path: Path, record_property
 ) -> None:
     """QMP system_powerdown -> KEY_POWER -> the app's context ends -> its cleanup (a console line and a
@@ -115,9 +116,11 @@ def test_power_button_stops_the_app_and_the_disk_keeps_its_state(  # type: ignor
         down = machine.wait_power_off(guest.deadline(60), pressed)
         request_line = first_line(machine, r"tinyboot: signal user defined signal 2", down.pressed)
     assert (down.reason, down.returncode) == ("guest-shutdown", 0)
-    cancelled = first_line(machine, r"tinyapp: shutdown requested", request_line[0])
-    cleaned = first_line(machine, r"tinyapp: clean shutdown done", cancelled[0])
-    final = first_line(machine, r"tinyboot: power off: syncing and unmounting", cleaned[0])
+    # Each step's line is looked for from the press on, not after the step before it, so that the order
+    # asserted below is what the console showed.
+    cancelled = first_line(machine, r"tinyapp: shutdown requested", down.pressed)
+    cleaned = first_line(machine, r"tinyapp: clean shutdown done", down.pressed)
+    final = first_line(machine, r"tinyboot: power off: syncing and unmounting", down.pressed)
     timeline = {"command": down.pressed, "request_seen": request_line[0], "app_cancelled": cancelled[0],
                 "cleanup_done": cleaned[0], "poweroff_call": final[0], "qmp_shutdown": down.shutdown}
     relative = {k: round(v - down.pressed, 3) for k, v in timeline.items()}
@@ -133,7 +136,7 @@ def test_power_button_stops_the_app_and_the_disk_keeps_its_state(  # type: ignor
     assert "boot 2\n" in page and "shutdown-log: boot 1: clean shutdown after" in page, page
 
 
-def test_the_app_exiting_or_panicking_reboots_the_machine(  # type: ignore[no-untyped-def]
+def test_the_app_exiting_or_panicking_reboots_the_machine(
     bootmatrix_vms, tiny_cell: Cell, tmp_path: Path, record_property
 ) -> None:
     """An unrequested exit, a panic in main (cleanup's recover) and a panic in another goroutine (no
@@ -170,7 +173,7 @@ def test_the_app_exiting_or_panicking_reboots_the_machine(  # type: ignore[no-un
     assert "panic: tinyapp: /crash panics outside main" in transcript  # Go's own report, then PID 1's reboot
 
 
-def test_two_nics_a_forward_and_the_iso_without_a_persistent_disk(  # type: ignore[no-untyped-def]
+def test_two_nics_a_forward_and_the_iso_without_a_persistent_disk(
     bootmatrix_vms, tiny_cell: Cell
 ) -> None:
     """Both NICs get a lease (on two different user networks), the status page comes through the
@@ -186,7 +189,7 @@ def test_two_nics_a_forward_and_the_iso_without_a_persistent_disk(  # type: igno
     first_line(guest.machine, r"tinyboot: /dev/sr0: iso9660, mounted at /iso")
 
 
-def test_the_iso_rebuilds_bit_identically_and_says_where_its_bytes_go(  # type: ignore[no-untyped-def]
+def test_the_iso_rebuilds_bit_identically_and_says_where_its_bytes_go(
     bootmatrix_lab: Lab, tmp_path: Path, record_property
 ) -> None:
     """The app and every arch's ISO again, in an empty store sharing only the downloaded packages and
