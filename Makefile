@@ -43,10 +43,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-lint: setup
+# Lint and type checks need only the Python packages: no host set-up (apt), no allure CLI.
+lint: $(STAMP)
 	$(BIN)/ruff check .
 
-type: setup
+type: $(STAMP)
 	$(BIN)/mypy
 
 unit: setup

@@ -127,7 +127,7 @@ class Entry:
         return marker.stat().st_mtime if marker.exists() else self.manifest_path.stat().st_mtime
 
 
-Builder = Callable[[Path], None]
+Builder = Callable[[Path], object]  # what it returns is ignored
 
 
 class Store:
