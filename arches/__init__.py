@@ -6,7 +6,8 @@ Who reads what:
   (KVM probe).
 - images: Debian arch, Go arch, multiarch triplet and loader path, kernel package and file names, the
   power-button modules, the EFI removable-media file name, the kernel options every boot needs.
-- matrix: which firmware an arch boots with, through which media, and its simplest (direct) boot.
+- matrix: the machine and console of a cell (which firmware an arch boots with, and through which media,
+  is matrix/firmware.py's table).
 
 A leaf package: it imports nothing of bootmatrix, so harness, images and matrix may all depend on it
 without depending on each other.
@@ -23,7 +24,7 @@ KERNEL_OPTIONS = "panic=-1 oops=panic"
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Arch:
     name: str  # the guest arch as QEMU and the matrix name it: qemu-system-<name>
     debian: str  # Debian's architecture name
@@ -39,39 +40,35 @@ class Arch:
     power_button_modules: tuple[str, ...]  # modules that give the guest a power button (QMP system_powerdown)
     efi_name: tuple[str, str]  # systemd-boot's arch suffix, and the removable-media file name EFI/BOOT/<name>
     timeout_factor: float  # hang budgets relative to x86_64 under TCG
-    direct_firmware: str  # the simplest boot (harness, network and Go tests, benchmarks)
-    firmware_media: dict[str, frozenset[str]]  # firmware -> media it can boot ("direct", "stick")
-    firmware_free: frozenset[str] = frozenset()  # "firmwares" that run no firmware at all (QEMU's own boot code)
 
     @property
     def qemu_system(self) -> str:
         return f"qemu-system-{self.name}"
 
 
-DIRECT, STICK = "direct", "stick"
-BOTH = frozenset({DIRECT, STICK})
-
 ARCHES: dict[str, Arch] = {
     a.name: a
     for a in (
         Arch(
-            "x86_64", "amd64", "amd64", "x86_64-linux-gnu", "lib64/ld-linux-x86-64.so.2", "q35", None, "ttyS0", None,
-            "linux-image-cloud-amd64", "boot/vmlinuz-*", ("evdev", "button"), ("x64", "BOOTX64.EFI"), 1.0,
-            "seabios", {"seabios": BOTH, "ovmf": BOTH, "ovmf-secboot": frozenset({STICK})},
+            name="x86_64", debian="amd64", goarch="amd64", triplet="x86_64-linux-gnu",
+            loader="lib64/ld-linux-x86-64.so.2", machine="q35", cpu=None, console="ttyS0", pflash_bytes=None,
+            kernel_metapackage="linux-image-cloud-amd64", kernel_glob="boot/vmlinuz-*",
+            power_button_modules=("evdev", "button"), efi_name=("x64", "BOOTX64.EFI"), timeout_factor=1.0,
         ),
         Arch(
             # cortex-a57 boots about 4x faster than -cpu max under TCG; U-Boot needs an explicit 64-bit CPU.
-            "aarch64", "arm64", "arm64", "aarch64-linux-gnu", "lib/ld-linux-aarch64.so.1", "virt", "cortex-a57",
-            "ttyAMA0", 64 * MIB, "linux-image-arm64", "boot/vmlinuz-*", ("evdev", "gpio_keys"),
-            ("aa64", "BOOTAA64.EFI"), 1.0,
-            "virt", {"virt": frozenset({DIRECT}), "aavmf": BOTH, "uboot": frozenset({STICK})}, frozenset({"virt"}),
+            name="aarch64", debian="arm64", goarch="arm64", triplet="aarch64-linux-gnu",
+            loader="lib/ld-linux-aarch64.so.1", machine="virt", cpu="cortex-a57", console="ttyAMA0",
+            pflash_bytes=64 * MIB, kernel_metapackage="linux-image-arm64", kernel_glob="boot/vmlinuz-*",
+            power_button_modules=("evdev", "gpio_keys"), efi_name=("aa64", "BOOTAA64.EFI"), timeout_factor=1.0,
         ),
         Arch(
             # QEMU 10.0's riscv virt has no power button: none in its device tree, and its ACPI tables
             # (FACP DSDT APIC RHCT SPCR MCFG) hold no button or GED device either (tests/vm/test_tinyboot.py).
-            "riscv64", "riscv64", "riscv64", "riscv64-linux-gnu", "lib/ld-linux-riscv64-lp64d.so.1", "virt", None,
-            "ttyS0", 32 * MIB, "linux-image-riscv64", "boot/vmlinux-*", (), ("riscv64", "BOOTRISCV64.EFI"), 1.0,
-            "opensbi", {"opensbi": frozenset({DIRECT}), "uboot": frozenset({STICK}), "edk2": BOTH},
+            name="riscv64", debian="riscv64", goarch="riscv64", triplet="riscv64-linux-gnu",
+            loader="lib/ld-linux-riscv64-lp64d.so.1", machine="virt", cpu=None, console="ttyS0",
+            pflash_bytes=32 * MIB, kernel_metapackage="linux-image-riscv64", kernel_glob="boot/vmlinux-*",
+            power_button_modules=(), efi_name=("riscv64", "BOOTRISCV64.EFI"), timeout_factor=1.0,
         ),
     )
 }

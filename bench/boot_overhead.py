@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.arguments import runs_and_arches
 from harness.deadline import Deadline
 from harness.spec import HarnessFds, build_argv
+from matrix.firmware import DIRECT_FIRMWARE
 from matrix.lab import Lab
 from matrix.model import Cell, load_matrix
-from matrix.profiles import DIRECT_FIRMWARE
 
 MARKER = b"BOOTMATRIX-READY"
 

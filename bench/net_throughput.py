@@ -24,9 +24,9 @@ from harness.deadline import Deadline
 from harness.guestnet import GuestNet
 from harness.net import Forward, UserNet
 from harness.payload_server import PayloadServer
+from matrix.firmware import DIRECT_FIRMWARE
 from matrix.lab import Lab
 from matrix.model import load_matrix
-from matrix.profiles import DIRECT_FIRMWARE
 
 
 def host_download(url: str) -> float:

@@ -27,9 +27,10 @@ from harness.deadline import Deadline
 from harness.machine import Machine
 from harness.snapshot import Snapshot, restored_spec, resume, save, with_own_overlays
 from harness.timeline import Timeline
+from matrix.firmware import DIRECT_FIRMWARE
 from matrix.lab import Lab
 from matrix.model import Cell
-from matrix.profiles import DIRECT_FIRMWARE, direct_cell
+from matrix.profiles import direct_cell
 
 VARIANTS = {"stream": [], "mapped-ram": [{"capability": "mapped-ram", "state": True}]}
 

@@ -33,6 +33,7 @@ from harness.machine import Machine
 from harness.net import DgramLink, Nic
 from harness.qmp import QMP_FAILURES
 from harness.spec import Disk, MachineSpec, Pflash
+from harness.timeline import Phase
 
 STATE = "state"  # the migration stream (RAM and devices)
 META = "snapshot.json"
@@ -183,14 +184,14 @@ def restored_spec(spec: MachineSpec, snapshot: Snapshot, workdir: Path) -> Machi
 def resume(machine: Machine, snapshot: Snapshot, deadline: Deadline) -> None:
     """Load the state into a machine started from `restored_spec` and run the guest. Marks the
     timeline's "process" (QMP up) and "incoming" (state loaded) milestones."""
-    machine.timeline.mark("process", time.monotonic() - machine.t0)
+    machine.timeline.mark(Phase.PROCESS, time.monotonic() - machine.t0)
     try:
         machine.qmp.execute("migrate-set-capabilities", {"capabilities": CAPABILITIES})
         machine.qmp.execute("migrate-incoming", {"uri": f"file:{snapshot.state}"})
     except QMP_FAILURES as error:
         raise SnapshotError(f"restoring the VM: QMP failed: {error!r}; {machine.death_reason() or ''}") from error
     _wait_migration(machine, deadline, "restoring the VM")
-    machine.timeline.mark("incoming", time.monotonic() - machine.t0)
+    machine.timeline.mark(Phase.INCOMING, time.monotonic() - machine.t0)
     machine.qmp.execute("cont")
 
 

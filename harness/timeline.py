@@ -13,6 +13,24 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """The milestone names, spelled here only. A cold boot passes (some of) FIRST_OUTPUT to READY in
+    this order; a VM restored from a snapshot has PROCESS, INCOMING and READY instead."""
+
+    FIRST_OUTPUT = "first-output"  # the first byte on the console, whoever sent it
+    FIRMWARE = "firmware"  # the firmware's first words
+    BOOTLOADER = "bootloader"  # a boot loader or boot manager taking over
+    KERNEL = "kernel"  # the EFI stub or the kernel's first line
+    INIT = "init"  # the image's readiness marker, or a cell's `ready` pattern
+    READY = "ready"  # readiness complete (a shell that answers, where there is one)
+    PROCESS = "process"  # a restore: QEMU up and its monitor answering
+    INCOMING = "incoming"  # a restore: the saved state loaded
+
+
+BOOT_PHASES = (Phase.FIRST_OUTPUT, Phase.FIRMWARE, Phase.BOOTLOADER, Phase.KERNEL, Phase.INIT, Phase.READY)
 
 
 @dataclass(frozen=True)
@@ -38,7 +56,7 @@ class Timeline:
         still found in the cleaned text."""
         if not text and not raw:
             return
-        self.mark("first-output", t, (text.strip() or (raw or "").replace("\x1b", "^[").strip())[:80])
+        self.mark(Phase.FIRST_OUTPUT, t, (text.strip() or (raw or "").replace("\x1b", "^[").strip())[:80])
         window = self._carry + text
         raw_window = self._raw_carry + (raw or "")
         for index, (name, regex) in enumerate(self._compiled):

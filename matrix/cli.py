@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from arches import NAMES
 from harness.accel import clear_verdicts
 from harness.interactive import attach
 from harness.machine import Machine
@@ -59,10 +60,12 @@ from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
 from images.tools import BuildError
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
+from matrix.firmware import DISK, EFI, FIRMWARE_NAMES, KERNEL, default_firmware
 from matrix.history import Gate, History, Metric, Row, check_gate
 from matrix.lab import BootRecord, Lab, Unavailable
 from matrix.latency import FIRST_CALL_MEDIAN, judge_latency, run_sweep
 from matrix.model import (
+    ARTIFACT_KEYS,
     DEFAULT_MATRIX,
     FIRMWARE_SETS,
     Cell,
@@ -75,37 +78,33 @@ from matrix.model import (
     load_matrix,
     select,
 )
-from matrix.profiles import DIRECT_FIRMWARE, needs_firmware_set
+from matrix.profiles import needs_firmware_set
 from matrix.report import junit_xml, plot_history, timeline_svg
 
 # Wide enough for the table when output is a log file or CI, not a terminal.
 out = Console() if sys.stdout.isatty() else Console(width=160)
 
 
-ARTIFACT_OPTIONS = ("kernel", "initrd", "dtb", "iso", "disk", "efi", "code", "vars", "bios")
-# The firmware a file-less cell boots with when --firmware is not given: QEMU's direct kernel boot of
-# the arch for a kernel, else the firmware that boots disks and CDs (UEFI for an EFI application).
-FROM_DISK_FIRMWARE = {"x86_64": "seabios", "aarch64": "aavmf", "riscv64": "edk2"}
-EFI_FIRMWARE = {"x86_64": "ovmf", "aarch64": "aavmf", "riscv64": "edk2"}
 
 
 def _artifact_cell(args: argparse.Namespace) -> Cell | None:
     """The one cell the artifact options describe (`run --arch riscv64 --kernel ./Image ...`), or None
     when no artifact option is given (the cells come from a matrix file)."""
-    if not any(getattr(args, key, None) for key in ARTIFACT_OPTIONS):
+    if not any(getattr(args, key, None) for key in ARTIFACT_KEYS):
         return None
     if len(args.arch) != 1:
         raise MatrixError("command line: --arch: give exactly one arch for a cell of your own artifacts")
     arch = args.arch[0]
     firmware = args.firmware
-    if firmware is None and arch in FROM_DISK_FIRMWARE:
-        firmware = (DIRECT_FIRMWARE[arch] if args.kernel else EFI_FIRMWARE[arch] if args.efi
-                    else FROM_DISK_FIRMWARE[arch])
+    if firmware is None and arch in NAMES:
+        # The arch's default for what boots: QEMU's direct boot for a kernel, UEFI for an EFI
+        # application, else the firmware that boots disks and CDs (matrix/firmware.py).
+        firmware = default_firmware(arch, KERNEL if args.kernel else EFI if args.efi else DISK)
     login = None
     if args.login:
         user, _, password = args.login.partition(":")
         login = {"user": user, "password": password}
-    values = {key: getattr(args, key) for key in ARTIFACT_OPTIONS} | {
+    values = {key: getattr(args, key) for key in ARTIFACT_KEYS} | {
         "arch": arch, "firmware": firmware, "append": args.append, "ready": args.ready, "login": login,
         "bad": tuple(args.bad), "console": args.console_device, "machine_options": tuple(args.machine_option),
         "timeout": args.timeout, "name": args.name, "memory_mib": args.memory, "smp": args.smp,
@@ -124,8 +123,9 @@ def _add_artifact_options(command: argparse.ArgumentParser) -> None:
     """A cell of the user's own files on the command line, with the keys of a matrix file's cell."""
     group = command.add_argument_group(
         "your own artifact (instead of a matrix file; README 'Bring your own image')")
-    group.add_argument("--firmware", help="firmware of the arch (default: direct kernel boot, or the disk/UEFI one)")
-    for key in ARTIFACT_OPTIONS:
+    group.add_argument("--firmware", choices=FIRMWARE_NAMES,
+                       help="firmware of the arch (default: direct kernel boot, or the disk/UEFI one)")
+    for key in ARTIFACT_KEYS:
         group.add_argument(f"--{key}", metavar="PATH", help=f"{key} file (relative to this folder)")
     group.add_argument("--append", default="", help="kernel command line (console=<the arch's serial> is added)")
     group.add_argument("--ready", help="regex that means booted (default: a shell answers)")

@@ -13,12 +13,13 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.timeline import Phase
 from matrix.lab import Lab, Unavailable
 from matrix.model import Cell
 
 TOLERANCE = 0.20  # relative
 SLACK = 0.25  # seconds, for phases too short for a ratio to mean much
-FIRMWARE_PHASE = "kernel"  # milestone that ends the firmware phase
+FIRMWARE_PHASE = Phase.KERNEL  # milestone that ends the firmware phase
 
 
 @dataclass

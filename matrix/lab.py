@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from arches import ARCHES as ARCH_TABLE
-from arches import NAMES
+from arches import KERNEL_OPTIONS, NAMES
 from harness.accel import ProbeKernel, choose_accel
 from harness.deadline import Deadline
 from harness.errors import ConsoleTimeout, MachineError
@@ -275,7 +275,7 @@ class Lab:
         if cell.arch == "x86_64":
             image = self.image("x86_64")
             probe = ProbeKernel(
-                image.kernel, image.initrd, f"console={CONSOLE['x86_64']} panic=-1", image.ready_marker,
+                image.kernel, image.initrd, f"console={CONSOLE['x86_64']} {KERNEL_OPTIONS}", image.ready_marker,
                 image.key,
             )
         return choose_accel(cell.arch, self.qemu(cell.qemu), self.store.root / "accel", cell.accel, probe)

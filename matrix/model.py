@@ -11,24 +11,31 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from arches import ARCHES
+from arches import NAMES
 from images.debian.lock import DEFAULT_SUITE, FIRMWARE_SUITES
+from matrix.firmware import DIRECT, PROFILES, STICK, profiles_of
 
 DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
 GOSOURCE_MATRIX = Path(__file__).with_name("gosource.toml")  # the mostly-source image's cells and budget
 
-Arch = Literal["x86_64", "aarch64", "riscv64"]  # arches.NAMES; a test checks the two agree
-
-# Which firmware a guest arch can boot with, and through which media (arches.ARCHES; profiles.py says how).
-SUPPORTED: dict[str, dict[str, frozenset[str]]] = {a.name: a.firmware_media for a in ARCHES.values()}
-FIRMWARE_SETS = FIRMWARE_SUITES  # the Debian suites whose firmware is locked (Cell.firmware_set spells them out)
+FIRMWARE_SETS = FIRMWARE_SUITES  # the Debian suites whose firmware is locked
 DEFAULT_FIRMWARE_SET = DEFAULT_SUITE
-# Cells that boot no firmware at all: the firmware set does not apply to them.
-NO_FIRMWARE = {(a.name, firmware) for a in ARCHES.values() for firmware in a.firmware_free}
+
+
+def one_of(choices: tuple[str, ...] | list[str], what: str) -> AfterValidator:
+    """A field whose value must be one of `choices`, which come from the table that owns them (the arch
+    table, the lock's firmware suites), so the model copies no list."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{what} {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
 
 
 class MatrixError(Exception):
@@ -99,18 +106,16 @@ class Login(BaseModel):
 # Keys naming a user's files, and the media each boots through (the first one present decides).
 BOOT_ARTIFACTS = {"kernel": "direct", "iso": "iso", "disk": "disk", "efi": "efi"}
 ARTIFACT_KEYS = ("kernel", "initrd", "dtb", "iso", "disk", "efi", "code", "vars", "bios")
-# Firmware that starts an EFI application from removable media (U-Boot has an EFI boot manager too).
-UEFI_FIRMWARE = frozenset({"ovmf", "ovmf-secboot", "aavmf", "edk2", "uboot"})
 
 
 class Cell(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: Arch
+    arch: Annotated[str, one_of(NAMES, "arch")]
     firmware: str
     media: Literal["direct", "stick", "iso", "disk", "efi"] = "direct"
     image: Literal["minimal", "gosource", "tinyboot"] = "minimal"
-    firmware_set: Literal["trixie", "bookworm"] = "trixie"
+    firmware_set: Annotated[str, one_of(list(FIRMWARE_SETS), "firmware_set")] = DEFAULT_FIRMWARE_SET
     qemu: Literal["pinned", "host"] = "pinned"
     accel: Literal["auto", "tcg", "kvm"] = "auto"
     memory_mib: int = Field(512, ge=64, le=16384)
@@ -146,10 +151,12 @@ class Cell(BaseModel):
 
     @model_validator(mode="after")
     def _supported(self) -> Cell:
-        firmwares = SUPPORTED[self.arch]
-        if self.firmware not in firmwares:
-            raise ValueError(f"firmware {self.firmware!r} is not available for {self.arch} (have: {sorted(firmwares)})")
-        if (self.arch, self.firmware) in NO_FIRMWARE and self.firmware_set != DEFAULT_FIRMWARE_SET:
+        profiles = profiles_of(self.arch)
+        if self.firmware not in profiles:
+            raise ValueError(f"firmware {self.firmware!r} is not available for {self.arch} (have: {sorted(profiles)})")
+        firmware = profiles[self.firmware]
+        firmwares = {name: p.media for name, p in profiles.items()}
+        if not firmware.runs_firmware and self.firmware_set != DEFAULT_FIRMWARE_SET:
             raise ValueError(f"firmware_set does not apply to {self.arch}/{self.firmware}, which boots no firmware")
         if self.artifact_cell:
             self._check_artifacts(firmwares[self.firmware])
@@ -162,9 +169,9 @@ class Cell(BaseModel):
         if self.image == "tinyboot":
             if self.media != "iso":
                 raise ValueError("image = \"tinyboot\" is an ISO: media = \"iso\"")
-            if "stick" not in firmwares[self.firmware]:
+            if STICK not in firmware.media:
                 raise ValueError(f"{self.arch}/{self.firmware} boots no iso: it loads a kernel directly")
-            if self.firmware not in UEFI_FIRMWARE and not (self.arch == "x86_64" and self.firmware == "seabios"):
+            if not firmware.uefi and not (self.arch == "x86_64" and self.firmware == "seabios"):
                 raise ValueError(f"the tinyboot ISO boots through UEFI, or SeaBIOS on x86_64; not {self.firmware}")
         elif self.media not in firmwares[self.firmware]:
             raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
@@ -194,14 +201,15 @@ class Cell(BaseModel):
         if BOOT_ARTIFACTS[boots[0]] != self.media:
             raise ValueError(f"media {self.media!r} does not match {boots[0]} (which boots as "
                              f"{BOOT_ARTIFACTS[boots[0]]!r}): leave media out")
-        direct = "direct" in media_of_firmware
-        from_disk = "stick" in media_of_firmware
+        direct = DIRECT in media_of_firmware
+        from_disk = STICK in media_of_firmware
         if self.media == "direct" and not direct:
             raise ValueError(f"{self.arch}/{self.firmware} cannot load a kernel directly (it boots from disks)")
         if self.media in ("iso", "disk", "efi") and not from_disk:
             raise ValueError(f"{self.arch}/{self.firmware} boots no {self.media}: it loads a kernel directly")
-        if self.media == "efi" and self.firmware not in UEFI_FIRMWARE:
-            raise ValueError(f"efi needs UEFI firmware; {self.firmware} is not (UEFI here: {sorted(UEFI_FIRMWARE)})")
+        if self.media == "efi" and not PROFILES[(self.arch, self.firmware)].uefi:
+            uefi = sorted(p.name for p in profiles_of(self.arch).values() if p.uefi)
+            raise ValueError(f"efi needs UEFI firmware; {self.firmware} is not (UEFI on {self.arch}: {uefi})")
         for key in ("initrd", "dtb"):
             if getattr(self, key) is not None and self.kernel is None:
                 raise ValueError(f"{key} needs kernel")

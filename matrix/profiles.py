@@ -1,6 +1,7 @@
 """Arch x firmware profiles: how a cell turns into a MachineSpec. Which machine type, CPU, console, flash
 banks and boot path each combination needs is known here and nowhere else.
 
+Which firmware there is, and how each shapes the machine, is matrix/firmware.py's table.
 media "direct": QEMU (or the firmware, through fw_cfg) loads the kernel and initramfs itself.
 media "stick":  the firmware boots the multi-arch VFAT stick (images/recipes/stick.py) from a virtio disk.
 image "gosource": the stick is the mostly-source image's (images/recipes/gosource.py), attached to direct
@@ -9,16 +10,17 @@ image "gosource": the stick is the mostly-source image's (images/recipes/gosourc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from arches import ARCHES, KERNEL_OPTIONS
 from harness.net import Nic
 from harness.spec import Disk, MachineSpec, Pflash
+from harness.timeline import Phase
 from images.artifacts import disk_format
 from images.recipes.firmware import FirmwareSet
 from images.recipes.minimal import MinimalImage
+from matrix.firmware import DIRECT_FIRMWARE, profile
 from matrix.model import Cell
 
 CONSOLE = {a.name: a.console for a in ARCHES.values()}
@@ -28,18 +30,12 @@ TIMELINE_PHASES = [
     # First words of each firmware: SeaBIOS, U-Boot, OpenSBI, AAVMF / edk2 banner, OVMF's boot manager,
     # and edk2's terminal driver setting its text mode (ESC [=3h) as OVMF's console starts: all that OVMF
     # sends before a kernel QEMU loaded (screen clears; SeaBIOS clears the screen too, so a clear is not it).
-    ("firmware", r"SeaBIOS \(version|U-Boot 20\d\d|OpenSBI v\d|UEFI firmware \(version|BdsDxe: loading"
+    (Phase.FIRMWARE, r"SeaBIOS \(version|U-Boot 20\d\d|OpenSBI v\d|UEFI firmware \(version|BdsDxe: loading"
                  r"|\x1b\[=3h"),
     # Handing over to a boot loader or an EFI application: syslinux, UEFI's boot manager, U-Boot bootflows.
-    ("bootloader", r"(?:SYS|ISO)LINUX \d|BdsDxe: starting|Booting: |Booting bootflow|Found EFI removable media"),
-    ("kernel", r"EFI stub: |Linux version \d"),
+    (Phase.BOOTLOADER, r"(?:SYS|ISO)LINUX \d|BdsDxe: starting|Booting: |Booting bootflow|Found EFI removable media"),
+    (Phase.KERNEL, r"EFI stub: |Linux version \d"),
 ]
-
-
-# edk2's boot manager waits (5 s on AAVMF and riscv64) for a key before booting, unless QEMU passes a
-# boot-menu wait through fw_cfg (etc/boot-menu-wait, from -boot menu=on,splash-time=N). Measured here
-# under TCG: aarch64 AAVMF stick 7.99 -> 2.73 s to a shell, riscv64 edk2 stick 8.93 -> 3.60 s.
-NO_BOOT_MENU_WAIT = ("-boot", "menu=on,splash-time=0")
 
 
 @dataclass(frozen=True)
@@ -55,75 +51,14 @@ class BootMedia:
 
 
 
-def _edk2(fw: FirmwareSet, arch: str, secure: bool = False) -> tuple[Pflash, ...]:
-    chosen = fw.edk2(arch, secure=secure, enrolled=secure)
-    return (Pflash(chosen.code, readonly=True), Pflash(chosen.vars_template, readonly=False))
-
-
-def _seabios(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    return replace(spec, bios=fw.seabios(), devices=("pvpanic",))
-
-
-def _ovmf(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    # OVMF boots at once without NO_BOOT_MENU_WAIT (measured: 4.3 s to a shell with or without it).
-    return replace(spec, pflash=_edk2(fw, "x86_64"), devices=("pvpanic",))
-
-
-def _ovmf_secboot(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    # Secure boot with Microsoft keys enrolled: SMM on, and the flash only writable from SMM.
-    return replace(
-        spec, pflash=_edk2(fw, "x86_64", secure=True), machine_options=("smm=on",),
-        globals=("driver=cfi.pflash01,property=secure,value=on",),
-    )
-
-
-def _aavmf(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    return replace(spec, pflash=_edk2(fw, "aarch64"), extra_args=NO_BOOT_MENU_WAIT)
-
-
-def _uboot_arm64(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    return replace(spec, bios=fw.uboot("qemu_arm64"))
-
-
-def _opensbi(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    return replace(spec, bios=fw.opensbi("fw_dynamic"))
-
-
-def _uboot_riscv(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    # S-mode U-Boot runs behind OpenSBI, loaded as OpenSBI's "kernel" (as -bios it hangs silently).
-    return replace(spec, bios=fw.opensbi("fw_dynamic"), kernel=fw.uboot("qemu-riscv64_smode"), initrd=None,
-                   append=None)
-
-
-def _edk2_riscv(spec: MachineSpec, fw: FirmwareSet) -> MachineSpec:
-    return replace(spec, pflash=_edk2(fw, "riscv64"), machine_options=("acpi=off",), extra_args=NO_BOOT_MENU_WAIT)
-
-
-Firmware = Callable[[MachineSpec, FirmwareSet], MachineSpec]
-FIRMWARE: dict[tuple[str, str], Firmware | None] = {
-    ("x86_64", "seabios"): _seabios,
-    ("x86_64", "ovmf"): _ovmf,
-    ("x86_64", "ovmf-secboot"): _ovmf_secboot,
-    ("aarch64", "virt"): None,  # no firmware: QEMU's own boot code jumps into the kernel
-    ("aarch64", "aavmf"): _aavmf,
-    ("aarch64", "uboot"): _uboot_arm64,
-    ("riscv64", "opensbi"): _opensbi,
-    ("riscv64", "uboot"): _uboot_riscv,
-    ("riscv64", "edk2"): _edk2_riscv,
-}
-
-
-# The simplest boot of each arch (no boot loader, QEMU hands over the kernel): where harness, network and
-# Go tests run, and what the benchmarks measure.
-DIRECT_FIRMWARE = {a.name: a.direct_firmware for a in ARCHES.values()}
-
-
 def direct_cell(arch: str, **fields: object) -> Cell:
+    """A cell of the arch's simplest boot (no boot loader, QEMU hands over the kernel): where harness,
+    network and Go tests run, and what the benchmarks measure."""
     return Cell.model_validate({"arch": arch, "firmware": DIRECT_FIRMWARE[arch], "media": "direct", **fields})
 
 
 def needs_firmware_set(cell: Cell) -> bool:
-    return FIRMWARE[(cell.arch, cell.firmware)] is not None
+    return profile(cell.arch, cell.firmware).runs_firmware
 
 
 def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = ()) -> MachineSpec:
@@ -154,10 +89,10 @@ def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = (
 
 
 def _with_firmware(cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
-    firmware = FIRMWARE[(cell.arch, cell.firmware)]
-    if firmware is not None:
+    configure = profile(cell.arch, cell.firmware).configure
+    if configure is not None:
         assert media.firmware is not None
-        spec = firmware(spec, media.firmware)
+        spec = configure(spec, media.firmware)
     files = media.artifacts
     if "code" in files:  # a firmware build under test: its CODE bank, with its own VARS or the set's
         banks = list(spec.pflash) or [Pflash(files["code"], readonly=True)]

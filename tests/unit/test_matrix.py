@@ -61,7 +61,7 @@ memory_mib = 1024
     ("body", "expected"),
     [
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmemroy_mib = 4\n', r"cell\[0\]\.memroy_mib: unknown key"),
-        ('[[cell]]\narch = "mips"\nfirmware = "seabios"\n', r"cell\[0\]\.arch: Input should be"),
+        ('[[cell]]\narch = "mips"\nfirmware = "seabios"\n', r"cell\[0\]\.arch: arch 'mips' is not one of"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "uboot-typo"\n', r"cell\[0\]: firmware 'uboot-typo' is not available"),
         ('[[cell]]\narch = "riscv64"\nfirmware = "opensbi"\nmedia = "stick"\n',
          r"cell\[0\]: media 'stick' cannot boot"),
@@ -105,20 +105,24 @@ def test_select_by_arch_and_id() -> None:
         select(cells, None, ["x86_64-nope-direct"])
 
 
-def test_one_arch_table_feeds_model_profiles_and_images() -> None:
-    """Every arch fact comes from arches.ARCHES: the model's arch names and firmware/media support,
-    the profiles' firmware functions, the Debian and Go names, the stick's EFI names."""
-    from typing import get_args
+def test_the_firmware_table_gives_each_arch_one_default_per_boot_that_can_boot_it() -> None:
+    """matrix/firmware.py is the one table of firmware: what a file-less cell of each arch picks for a
+    kernel, a disk or an EFI application exists once per arch and can boot that."""
+    from arches import NAMES
+    from matrix.firmware import DIRECT, DISK, EFI, KERNEL, PROFILES, STICK, profiles_of
 
-    from arches import ARCHES, NAMES
-    from images.debian.lock import GUEST_DEBIAN_ARCH
-    from matrix.model import SUPPORTED, Arch
-    from matrix.profiles import FIRMWARE
+    assert {arch for arch, _ in PROFILES} == set(NAMES)
+    for arch in NAMES:
+        for boots, media in ((KERNEL, DIRECT), (DISK, STICK), (EFI, STICK)):
+            chosen = [p for p in profiles_of(arch).values() if boots in p.default_for]
+            assert len(chosen) == 1 and media in chosen[0].media, (arch, boots, chosen)
+            assert boots != EFI or chosen[0].uefi
 
-    assert set(get_args(Arch)) == set(NAMES)
-    assert {(arch, fw) for arch, fws in SUPPORTED.items() for fw in fws} == set(FIRMWARE)
-    assert {arch for arch, fw in FIRMWARE if FIRMWARE[(arch, fw)] is None} == {
-        a.name for a in ARCHES.values() if a.firmware_free}
-    assert GUEST_DEBIAN_ARCH == {a.name: a.debian for a in ARCHES.values()}
-    for arch in ARCHES.values():
-        assert arch.direct_firmware in arch.firmware_media and "direct" in arch.firmware_media[arch.direct_firmware]
+
+def test_arch_and_firmware_set_errors_name_the_choices(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[cell]]\narch = "mips"\nfirmware = "seabios"\n')
+    with pytest.raises(MatrixError, match=r"cell\[0\]\.arch: arch 'mips' is not one of x86_64, aarch64, riscv64"):
+        load_matrix(path)
+    path = write(tmp_path, '[[cell]]\narch = "x86_64"\nfirmware = "ovmf"\nfirmware_set = "sid"\n')
+    with pytest.raises(MatrixError, match=r"firmware_set 'sid' is not one of trixie, bookworm"):
+        load_matrix(path)

@@ -14,8 +14,8 @@ import pytest
 
 from harness.deadline import Deadline
 from harness.errors import ConsoleTimeout, GuestGone, GuestPanic, LaunchError
+from matrix.firmware import DIRECT_FIRMWARE
 from matrix.model import Cell
-from matrix.profiles import DIRECT_FIRMWARE
 from tests.timing import AT_ONCE
 
 # Harness behaviour (console, QMP, failures) is tested on the direct-kernel cells, one per arch; the

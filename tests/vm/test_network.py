@@ -16,7 +16,7 @@ import pytest
 from harness.guestnet import GuestNetError
 from harness.net import DgramLink, Forward, UserNet, link_pair
 from harness.payload_server import PayloadServer
-from matrix.profiles import DIRECT_FIRMWARE
+from matrix.firmware import DIRECT_FIRMWARE
 
 EIGHT_MIB = 8 * 1024 * 1024
 pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))

@@ -14,10 +14,11 @@ import pytest
 from harness.net import Forward, UserNet
 from harness.spec import Disk, MachineSpec
 from images.recipes.minimal import build_minimal
+from matrix.firmware import DIRECT_FIRMWARE
 from matrix.lab import Lab
 from matrix.model import Cell
 from matrix.plugin import SnapshotFallback, snapshots_on
-from matrix.profiles import DIRECT_FIRMWARE, direct_cell
+from matrix.profiles import direct_cell
 
 pytestmark = pytest.mark.bootmatrix_cells(media="direct", firmware=list(DIRECT_FIRMWARE.values()))
 
