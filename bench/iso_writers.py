@@ -84,7 +84,7 @@ def boots(lab: Lab, arch: str, iso: Path, workdir: Path) -> str:
     machine, record = lab.machine(cell, workdir, customize=on_our_iso)
     try:
         with machine:
-            lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)), cell)
+            lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))
         return f"boots ({cell.firmware}, ready {record.milestones.get('ready', 0):.1f} s)"
     except MachineError as error:
         return f"does not boot ({cell.firmware}): {str(error).splitlines()[0]}"

@@ -39,7 +39,7 @@ def cold(lab: Lab, cell: Cell, workdir: Path) -> float:
     machine, record = lab.machine(cell, workdir)
     started = time.monotonic()
     with machine:
-        lab.boot(machine, record, Deadline.after(300), cell)
+        lab.boot(machine, record, Deadline.after(300))
         return time.monotonic() - started
 
 
@@ -48,7 +48,7 @@ def make_snapshot(lab: Lab, cell: Cell, workdir: Path, variant: str) -> tuple[Sn
     machine, record = lab.machine(cell, workdir / "boot")
     machine.spec = with_own_overlays(machine.spec, machine.workdir)
     with machine:
-        lab.boot(machine, record, Deadline.after(300), cell)
+        lab.boot(machine, record, Deadline.after(300))
         started = time.monotonic()
         saved = save(machine, workdir / "snapshot", Deadline.after(300))
         return saved, time.monotonic() - started

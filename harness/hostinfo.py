@@ -30,6 +30,11 @@ def memory_gib() -> int | None:
     return None if total is None else total // (1 << 20)
 
 
+# What one VM takes, for deciding how many to run at once: a guest (512 MiB), QEMU and TCG's translation
+# cache, with room.
+VM_MEMORY_BUDGET = 1.5 * 1024**3
+
+
 def memory_available_bytes() -> int | None:
     available = _meminfo_kib("MemAvailable")
     return None if available is None else available * 1024

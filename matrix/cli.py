@@ -22,14 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -39,9 +41,10 @@ from rich.table import Table
 
 from arches import NAMES
 from harness.accel import clear_verdicts
+from harness.hostinfo import VM_MEMORY_BUDGET, memory_available_bytes
 from harness.interactive import attach
-from harness.machine import Machine
-from images.artifacts import ArtifactError, artifact_set
+from harness.timeline import BOOT_PHASES, Phase
+from images.artifacts import artifact_set
 from images.debian.apt import AptError
 from images.debian.download import pool as download_pool
 from images.debian.drift import PackageStatus, check_lock
@@ -58,22 +61,19 @@ from images.debian.lock import (
 )
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.store import Store
-from images.tools import BuildError
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
 from matrix.firmware import DISK, EFI, FIRMWARE_NAMES, KERNEL, default_firmware
 from matrix.history import Gate, History, Metric, Row, check_gate
-from matrix.lab import BootRecord, Lab, Unavailable
-from matrix.latency import FIRST_CALL_MEDIAN, judge_latency, run_sweep
+from matrix.kinds import RunCheck, kind_of
+from matrix.lab import CellError, Lab
 from matrix.model import (
     ARTIFACT_KEYS,
     DEFAULT_MATRIX,
     FIRMWARE_SETS,
     Cell,
-    CompileBudget,
     GateSpec,
     MatrixError,
     cell_from_options,
-    load_compile_budget,
     load_gates,
     load_matrix,
     select,
@@ -147,104 +147,91 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-PHASES = ("first-output", "bootloader", "kernel", "init", "ready")
+@dataclass
+class CellRow:
+    """One cell's line of a `bootmatrix run`: its table row, its entry in summary.json and junit.xml, and
+    the metrics it adds to the history."""
+
+    cell: str
+    result: str = "unavailable"  # pass | fail | unavailable
+    reason: str = ""
+    accel: str = "-"
+    accel_reason: str = ""
+    qemu: str = "-"  # "pinned", "host"
+    qemu_version: str = ""
+    firmware_set: str | None = None
+    firmware_versions: dict[str, str] = field(default_factory=dict)
+    milestones: dict[str, float] = field(default_factory=dict)
+    workdir: str = ""
+    packages: dict[str, str] = field(default_factory=dict)
+    config: str = ""
+    build_error: str = ""  # a build tool's whole output, when one failed
+    check: dict[str, object] = field(default_factory=dict)  # the image kind's extra check (matrix/kinds/)
+    check_summary: str = "-"
+    check_metrics: dict[str, float] = field(default_factory=dict)
+    gates: list[str] = field(default_factory=list)  # breaches: the kind's check, then the history gates
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "pass" and not self.gates
+
+    def as_json(self) -> dict[str, object]:
+        return {**asdict(self), "qemu": f"{self.qemu} {self.qemu_version}".strip()}
 
 
-def _seconds(value: object) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else "-"
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
 
 
-def _compile_sweep(row: dict[str, object]) -> Callable[[Machine, BootRecord], None]:
-    """After boot: call every command of the sweep twice, keep the times in row['compile']."""
-
-    def sweep(machine: Machine, record: BootRecord) -> None:
-        try:
-            row["warmup_wait"], calls = run_sweep(machine.console)
-        except RuntimeError as error:
-            row["compile_error"] = str(error)
-            return
-        row["compile"] = {name: asdict(times) for name, times in calls.items()}
-
-    return sweep
-
-
-def _run_cell(lab: Lab, cell: Cell, folder: Path, budget: CompileBudget | None = None) -> dict[str, object]:
-    row: dict[str, object] = {"cell": cell.id, "result": "unavailable", "accel": "-", "qemu": "-", "milestones": {}}
-    then = _compile_sweep(row) if budget is not None and cell.image == "gosource" else None
+def _run_cell(lab: Lab, cell: Cell, folder: Path, check: RunCheck | None) -> CellRow:
+    """Boot one cell to ready, then the image kind's extra check: the row, whatever happened (a failure
+    of this cell never stops the run)."""
+    row = CellRow(cell.id)
     try:
-        outcome = lab.boot_and_check(cell, folder / cell.id, then)
-    except Unavailable as error:
-        row.update(reason=str(error).splitlines()[0])
-        return row
-    except BuildError as error:  # this cell fails with the tool's words; the other cells go on
-        row.update(result="fail", reason=" ".join(str(error).split())[:600], build_error=str(error))
-        return row
-    except ArtifactError as error:  # a user's file that cannot be had: this cell fails, naming it
-        row.update(result="fail", reason=str(error).splitlines()[0])
+        outcome = lab.boot_and_check(cell, folder / cell.id, check.after_boot if check is not None else None)
+    except CellError as error:  # cannot run here (unavailable), or broken: this cell fails, naming why
+        row.result = "unavailable" if error.cannot_run else "fail"
+        row.reason = str(error).splitlines()[0]
+        row.build_error = error.detail if error.detail != str(error) else ""
         return row
     record = outcome.record
-    row.update(
-        result="pass" if outcome.passed else "fail", reason=outcome.reason, milestones=record.milestones,
-        accel=record.accel, accel_reason=record.accel_reason, qemu=f"{record.qemu} {record.qemu_version}",
-        firmware_set=record.firmware_set, firmware_versions=record.firmware_versions, workdir=str(outcome.workdir),
-        packages=record.packages, config=record.config,
-    )
+    row.result, row.reason = ("pass" if outcome.passed else "fail"), outcome.reason
+    row.milestones, row.accel, row.accel_reason = record.milestones, record.accel, record.accel_reason
+    row.qemu, row.qemu_version = record.qemu, record.qemu_version
+    row.firmware_set, row.firmware_versions = record.firmware_set, record.firmware_versions
+    row.workdir, row.packages, row.config = str(outcome.workdir), record.packages, record.config
     return row
 
 
-def _compile_gate(history: History | None, budget: CompileBudget, run: str, row: dict[str, object]) -> list[str]:
-    """The compile-latency verdict of a row with a sweep (matrix/latency.py); its median joins the metrics."""
-    if "compile_error" in row:
-        return [f"compile sweep failed: {row['compile_error']}"]
-    calls = row.get("compile")
-    if not isinstance(calls, dict):
-        return []
-    baseline = None
-    if history is not None:
-        found = history.baseline(str(row["cell"]), FIRST_CALL_MEDIAN, str(row["accel"]), exclude_run=run,
-                                 config=str(row.get("config", "")), source="run")
-        baseline = found[0] if found and found[1] >= budget.min_runs else None
-    verdict = judge_latency({name: float(t["first"]) for name, t in calls.items()}, budget, str(row["accel"]),
-                            baseline)
-    row["compile_median"], row["compile_max"] = verdict.median, verdict.slowest
-    not_built = sorted(name for name, t in calls.items() if not t["built"])
-    return [f"{row['cell']}: {failure}" for failure in verdict.failures] + (
-        [f"{row['cell']}: not built on first call, or rebuilt on the second: {not_built}"] if not_built else [])
-
-
-def _record_and_gate(
-    history: History | None, gates: dict[str, GateSpec], run: str, row: dict[str, object],
-    budget: CompileBudget | None = None,
-) -> None:
-    """Gate the row's metrics against the history and the compile budget, then add them to the history.
-    Breaches go into row['gates']."""
-    milestones = row.get("milestones")
-    if row["result"] != "pass" or not isinstance(milestones, dict):
+def _judge(history: History | None, gates: dict[str, GateSpec], run: str, row: CellRow,
+           check: RunCheck | None) -> None:
+    """The image kind's check and the history gates judge a passed row; its metrics join the history.
+    Breaches go into row.gates."""
+    if row.result != "pass":
         return
-    breaches = _compile_gate(history, budget, run, row) if budget is not None else []
-    row["gates"] = breaches
+    if check is not None:
+
+        def baseline(metric: str, min_runs: int) -> float | None:
+            if history is None:
+                return None
+            found = history.baseline(row.cell, metric, row.accel, exclude_run=run, config=row.config, source="run")
+            return found[0] if found and found[1] >= min_runs else None
+
+        verdict = check.verdict(baseline)
+        row.gates += verdict.failures
+        row.check, row.check_summary, row.check_metrics = verdict.details, verdict.summary, verdict.metrics
     if history is None:
         return
-    cell, accel = str(row["cell"]), str(row["accel"])
-    metrics = {f"t_{phase}": float(t) for phase, t in milestones.items()}
-    if isinstance(row.get("compile_median"), float):
-        metrics[FIRST_CALL_MEDIAN] = float(row["compile_median"])  # type: ignore[arg-type]
+    metrics = {f"t_{phase}": t for phase, t in row.milestones.items()} | row.check_metrics
     for metric, spec in gates.items():
         if metric in metrics:
             gate = Gate(metric, spec.tolerance, spec.slack, spec.min_runs)
-            breach = check_gate(history, gate, cell, metrics[metric], accel=accel, run=run,
-                                config=str(row.get("config", "")), source="run")
+            breach = check_gate(history, gate, row.cell, metrics[metric], accel=row.accel, run=run, config=row.config,
+                                source="run")
             if breach:
-                breaches.append(breach)
-    qemu_version = str(row["qemu"]).split()[-1]
-    firmware_set = str(row.get("firmware_set") or "-")
-    history.record(run, "run", [Metric(cell, name, value, "s", qemu_version, firmware_set, accel, "",
-                                       str(row.get("config", ""))) for name, value in metrics.items()])
-
-
-def _breaches(row: dict[str, object]) -> list[str]:
-    found = row.get("gates")
-    return [str(b) for b in found] if isinstance(found, list) else []
+                row.gates.append(breach)
+    history.record(run, "run", [Metric(row.cell, name, value, "s", row.qemu_version, row.firmware_set or "-",
+                                       row.accel, "", row.config) for name, value in metrics.items()])
 
 
 def cmd_dry_run(cells: list[Cell], lab: Lab, folder: Path) -> int:
@@ -252,12 +239,19 @@ def cmd_dry_run(cells: list[Cell], lab: Lab, folder: Path) -> int:
     for cell in cells:
         try:
             machine, _ = lab.machine(cell, folder / cell.id)
-        except (Unavailable, BuildError, ArtifactError) as error:
+        except CellError as error:
             out.print(f"[red]{error}[/]")
             return 1
         print(f"# {cell.id} (fds 3 and 4 stand for the harness's console and QMP socketpairs)")
         print(shlex.join(machine.planned_argv()))
     return 0
+
+
+def auto_jobs() -> int:
+    """`-j auto`: as many cells at once as there are cores and free memory holds VMs."""
+    available = memory_available_bytes()
+    cores = os.cpu_count() or 1
+    return cores if available is None else max(1, min(cores, int(available // VM_MEMORY_BUDGET)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -266,54 +260,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="bootmatrix-dry-run-") as scratch:
             return cmd_dry_run(cells, Lab(locked=args.locked or None), Path(scratch))
     gates = {} if args.no_gates else load_gates(args.matrix)
-    budget = None if args.no_gates else load_compile_budget(args.matrix)
+    checks = {cell.id: None if args.no_gates else kind_of(cell).run_check(cell, args.matrix) for cell in cells}
     history = None if args.no_history else History(args.history)
     run = uuid.uuid4().hex
     folder = args.results / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
     lab = Lab(locked=args.locked or None)
-    rows = []
+    jobs = auto_jobs() if args.jobs == "auto" else int(args.jobs)
     started = time.monotonic()
+    history_lock = threading.Lock()
+
+    def one(cell: Cell) -> CellRow:
+        try:
+            row = _run_cell(lab, cell, folder, checks[cell.id])
+        except Exception as error:  # noqa: BLE001 - an unexpected error fails this cell alone, with its words
+            row = CellRow(cell.id, "fail", f"unexpected {type(error).__name__}: {error}")
+        with history_lock:  # one writer of the history at a time
+            _judge(history, gates, run, row, checks[cell.id])
+        if row.milestones and row.workdir:
+            Path(row.workdir, "timeline.svg").write_text(timeline_svg(cell.id, row.milestones))
+        out.log(f"{cell.id}: {row.result}" + (" (gate breach)" if row.gates else ""))
+        return row
+
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=out, transient=True) as progress:
-        task = progress.add_task("preparing", total=len(cells))
-        for cell in cells:
-            progress.update(task, description=f"[bold]{cell.id}[/]: fetching, building, booting")
-            row = _run_cell(lab, cell, folder, budget)
-            _record_and_gate(history, gates, run, row, budget)
-            rows.append(row)
-            milestones = row["milestones"] if isinstance(row["milestones"], dict) else {}
-            if milestones and "workdir" in row:
-                Path(str(row["workdir"]), "timeline.svg").write_text(timeline_svg(cell.id, milestones))
-            out.log(f"{cell.id}: {row['result']}" + (" (gate breach)" if _breaches(row) else ""))
-            progress.advance(task)
-    table = Table("cell", "result", *(f"{p} s" for p in ("1st out", "loader", "kernel", "init", "ready")),
-                  "compile med/max", "accel", "QEMU", "reason",
-                  title="bootmatrix run: seconds from QEMU start to each milestone; first-call compile latency")
-    for row in rows:
-        failed = row["result"] != "pass" or _breaches(row)
-        colour = "red" if failed else "green"
-        milestones = row["milestones"] if isinstance(row["milestones"], dict) else {}
-        reason = "; ".join([str(row.get("reason") or ""), *_breaches(row)]).strip("; ")
-        table.add_row(str(row["cell"]), f"[{colour}]{row['result']}[/]",
-                      *(_seconds(milestones.get(p)) for p in PHASES),
-                      f"{_seconds(row.get('compile_median'))}/{_seconds(row.get('compile_max'))}"
-                      if "compile_median" in row else "-", str(row["accel"]), str(row["qemu"]), reason)
+        task = progress.add_task(f"fetching, building, booting ({jobs} at a time)", total=len(cells))
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(one, cell) for cell in cells]
+            for future in futures:
+                future.add_done_callback(lambda _: progress.advance(task))
+            rows = [future.result() for future in futures]  # in the matrix file's order
+    extra = sorted({kind_of(cell).summary_column for cell in cells} - {""})
+    table = Table("cell", "result", *(f"{PHASE_COLUMNS[p]} s" for p in BOOT_PHASES), *extra, "accel", "QEMU", "reason",
+                  title="bootmatrix run: seconds from QEMU start to each milestone")
+    for cell, row in zip(cells, rows, strict=True):
+        colour = "green" if row.passed else "red"
+        reason = "; ".join([row.reason, *row.gates]).strip("; ")
+        own = kind_of(cell).summary_column
+        table.add_row(row.cell, f"[{colour}]{row.result}[/]", *(_seconds(row.milestones.get(p)) for p in BOOT_PHASES),
+                      *(row.check_summary if column == own else "-" for column in extra), row.accel,
+                      f"{row.qemu} {row.qemu_version}".strip(), reason)
     out.print(table)
-    breaches = [b for row in rows for b in _breaches(row)]
+    breaches = [b for row in rows for b in row.gates]
     for breach in breaches:
         out.print(f"[red]{breach}[/]")
     drift = [str(m) for m in lab.drift()]
     for line in drift:
         out.print(f"[yellow]not the locked version (re-resolved: the locked file is gone): {line}[/]")
-    summary = {"run": run, "cells": rows, "seconds": round(time.monotonic() - started, 1),
-               "history": str(history.path) if history else None, "package_drift": drift}
+    summary = {"run": run, "cells": [row.as_json() for row in rows], "seconds": round(time.monotonic() - started, 1),
+               "jobs": jobs, "history": str(history.path) if history else None, "package_drift": drift}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (folder / "junit.xml").write_text(junit_xml("bootmatrix run", rows))
+    (folder / "junit.xml").write_text(junit_xml("bootmatrix run", [row.as_json() for row in rows]))
     out.print(f"Report: {folder} (summary.json, junit.xml, <cell>/console.log, argv.txt, timeline.svg)")
-    passed = bool(rows) and all(r["result"] == "pass" for r in rows)
-    return 0 if passed and not breaches else 1
+    return 0 if rows and all(row.passed for row in rows) else 1
+
+
+# The run table's column of each boot phase.
+PHASE_COLUMNS = {Phase.FIRST_OUTPUT: "1st out", Phase.FIRMWARE: "firmware", Phase.BOOTLOADER: "loader",
+                 Phase.KERNEL: "kernel", Phase.INIT: "init", Phase.READY: "ready"}
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -329,7 +334,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     lab = Lab(locked=args.locked or None)
     try:
         machine, record = lab.machine(cell, folder / cell.id)
-    except (Unavailable, BuildError, ArtifactError) as error:
+    except CellError as error:
         out.print(f"[red]cannot start: {error}[/]")
         return 1
     out.print(f"{cell.id}: {record.accel}, {record.qemu} QEMU {record.qemu_version}; logs in {machine.workdir}")
@@ -494,6 +499,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs(value: str) -> str:
+    if value != "auto" and not (value.isdigit() and int(value) >= 1):
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of cells (1 or more) or auto")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="bootmatrix", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     top.add_argument("-v", "--verbose", action="store_true")
@@ -511,6 +522,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--history", type=Path, default=None, help="SQLite metric history (default: user data dir)")
     run.add_argument("--no-history", action="store_true", help="neither record metrics nor check gates")
     run.add_argument("--no-gates", action="store_true", help="record metrics but check no gate")
+    run.add_argument("-j", "--jobs", default="auto", type=_jobs,
+                     help="cells booted at once (default auto: the cores, and no more VMs than free memory holds)")
     history = sub.add_parser("history", help="trends of the metric history, and plots")
     history.add_argument("--history", type=Path, default=None)
     history.add_argument("--cell", default=None)
@@ -559,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (MatrixError, MirrorNotFound, AptError, LockError) as error:
-        out.print(f"[red]error:[/] {error}")
+        out.print(f"[red]error:[/] {error}", soft_wrap=True, highlight=False)  # one line each, however long
         return 2
 
 

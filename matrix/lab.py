@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from arches import ARCHES as ARCH_TABLE
@@ -33,19 +34,15 @@ from harness.snapshot import (
     with_own_overlays,
 )
 from harness.spec import MachineSpec, machine_args, pflash_args
-from harness.timeline import Timeline
+from harness.timeline import Phase, Timeline
 from harness.timeouts import scaled
-from images.artifacts import ArtifactSource, efi_disk, find_locked, resolve
+from images.artifacts import ArtifactError, ArtifactSource, efi_disk, resolve
 from images.debian.fetch import DebianFetcher, FetchError, Moved
 from images.debian.lock import (
     LockError,
     Lockfile,
-    busybox_set,
-    go_set,
-    kernel_set,
     lock_path,
     qemu_set,
-    shell_set,
 )
 from images.debian.mirror import MirrorNotFound
 from images.recipes.firmware import FirmwareMissing, FirmwareSet, firmware_set
@@ -56,21 +53,39 @@ from images.recipes.qemu import pinned_qemu_prefix
 from images.recipes.stick import build_stick
 from images.recipes.tinyboot import TinybootIso, build_app, build_tinyboot_iso
 from images.store import Store
-from images.tools import ToolMissing
+from images.tools import BuildError, ToolMissing
 from matrix.history import configuration_hash
+from matrix.kinds import Readiness, kind_of
 from matrix.model import DEFAULT_FIRMWARE_SET, Cell, Login
 from matrix.profiles import CONSOLE, TIMELINE_PHASES, BootMedia, needs_firmware_set, spec_for
 
-LOGIN_PROMPT = r"(?m)login: *$"
 PASSWORD_PROMPT = r"(?m)[Pp]assword: *$"
 SNAPSHOT_RECIPE = 1
 BOOT_BUDGET_TCG = 120.0  # seconds to the shell under TCG (UEFI on aarch64 is the slowest); a hang, not a gate
 ARCHES = NAMES
 
 
-class Unavailable(Exception):
-    """Something a cell needs cannot be had here (a QEMU binary or capability, packages, a firmware):
-    a skip, or an error in strict mode."""
+class CellError(Exception):
+    """Why a cell cannot boot, before any guest runs: the one error the CLI and the plugin catch from
+    the lab. `cannot_run`: the cell cannot run here (a skip, or an error in strict mode); otherwise it
+    is broken (a failed cell). `detail`: the whole story (a build tool's full output)."""
+
+    cannot_run = False
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail or message
+
+
+class Unavailable(CellError):
+    """Something a cell needs cannot be had here (a QEMU binary or capability, packages, a firmware)."""
+
+    cannot_run = True
+
+
+class CellBroken(CellError):
+    """Something a cell needs is broken: an image that could not be built, a user's file that cannot
+    be had."""
 
 
 @dataclass
@@ -89,10 +104,17 @@ class BootRecord:
     package_drift: list[str] = field(default_factory=list)
     config: str = ""  # configuration_hash() of what this boot measures: history rows are compared by it
     snapshot: str = ""  # the snapshot folder a restored VM starts from ("" for a cold boot)
+    # How this VM's boot becomes ready, worked out once (Lab.machine) and carried with the VM. Not part of
+    # boot.json (a login's password would be).
+    readiness: Readiness | None = field(default=None, repr=False, compare=False)
+
+    def as_json(self) -> dict[str, object]:
+        """The record as boot.json keeps it."""
+        return {k: v for k, v in asdict(self).items() if k != "readiness"}
 
     @property
     def time_to_ready(self) -> float | None:
-        return self.milestones.get("ready")
+        return self.milestones.get(Phase.READY)
 
 
 @dataclass
@@ -148,13 +170,8 @@ class Lab:
             self._qemu[which] = install
         return self._qemu[which]
 
-    def image(self, arch: str, kind: str = "minimal") -> MinimalImage:
-        """The kernel and initrd a direct boot of `kind` starts: the minimal image, or the first stage of
-        the mostly-source image."""
-        if kind == "gosource":
-            return self.gosource().stage1[arch]
-        if kind == "tinyboot":
-            return self.tinyboot(arch).image
+    def image(self, arch: str) -> MinimalImage:
+        """Our minimal image of `arch` (kernel and busybox initramfs): built once, then from the store."""
         if arch not in self._images:
             try:
                 self._images[arch] = build_minimal(self.store, self.fetcher(), arch)
@@ -212,20 +229,14 @@ class Lab:
 
     def media(self, cell: Cell) -> BootMedia:
         firmware = self.firmware(cell.firmware_set) if needs_firmware_set(cell) else None
-        if cell.artifact_cell:
-            return BootMedia(self.own_image(cell), firmware, None, self.artifacts(cell))
-        if cell.image == "gosource":
-            return BootMedia(self.image(cell.arch, cell.image), firmware, self.gosource().stick)
-        if cell.image == "tinyboot":
-            tinyboot = self.tinyboot(cell.arch)
-            return BootMedia(tinyboot.image, firmware, None, {"iso": tinyboot.iso})
-        return BootMedia(self.image(cell.arch), firmware, self.stick() if cell.media == "stick" else None)
+        return kind_of(cell).media(self, cell, firmware)
 
-    def image_of(self, cell: Cell) -> MinimalImage | None:
-        """The image whose readiness marker, failure messages and DHCP command a cell's boot uses: ours
-        (minimal, the mostly-source first stage, or the tinyboot ISO's kernel and initramfs), or for an
-        artifact cell the one it borrows from."""
-        return self.own_image(cell) if cell.artifact_cell else self.image(cell.arch, cell.image)
+    def readiness(self, cell: Cell) -> Readiness:
+        """How the cell's boot becomes ready (its image kind says): worked out once per VM, in machine()."""
+        return kind_of(cell).readiness(self, cell)
+
+    def debian_arch(self, arch: str) -> str:
+        return ARCH_TABLE[arch].debian
 
     def own_image(self, cell: Cell) -> MinimalImage | None:
         """Our minimal image of the cell's arch when an artifact cell borrows its kernel or initramfs."""
@@ -282,11 +293,26 @@ class Lab:
 
     def machine(
         self, cell: Cell, workdir: Path, name: str = "vm", nics: tuple[Nic, ...] = (), *, restore: bool = False,
-        customize: Callable[[MachineSpec], MachineSpec] | None = None, prepare: str = "",
+        customize: Callable[[MachineSpec], MachineSpec] | None = None, prepare: str = "", booted: bool = True,
     ) -> tuple[Machine, BootRecord]:
         """A machine for `cell`, not yet started, and the record its boot will fill in. `customize`
-        changes the spec first. With `restore`, one that starts from the cell's snapshot for that spec
-        (built first if needed, after running the shell command `prepare`): `resume` runs it."""
+        changes the spec first, the same way for a cold boot and a restore. With `restore`, one that
+        starts from the cell's snapshot for that spec (built first if needed, after running the shell
+        command `prepare`): `resume` runs it. `booted`: whether the machine will be booted to ready (its
+        configuration hash says so). Raises CellError only."""
+        try:
+            return self._machine(cell, workdir, name, nics, restore=restore, customize=customize, prepare=prepare,
+                                 booted=booted)
+        except BuildError as error:
+            raise CellBroken(f"{cell.id}: an image could not be built: {' '.join(str(error).split())[:600]}",
+                             str(error)) from error
+        except ArtifactError as error:
+            raise CellBroken(str(error).splitlines()[0], str(error)) from error
+
+    def _machine(
+        self, cell: Cell, workdir: Path, name: str, nics: tuple[Nic, ...], *, restore: bool,
+        customize: Callable[[MachineSpec], MachineSpec] | None, prepare: str, booted: bool,
+    ) -> tuple[Machine, BootRecord]:
         qemu = self.qemu(cell.qemu)
         accel, why = self.accel(cell)
         spec = self.spec(cell, accel, nics)
@@ -302,23 +328,21 @@ class Lab:
         )
         record.packages = self.package_versions(cell)
         record.package_drift = [str(m) for m in self.drift()]
-        record.config = configuration(cell, spec, record, booted=True)
-        image = self.image_of(cell)
-        bad = dict(image.bad_patterns) if image is not None else {}
-        bad |= {f"matrix bad pattern {pattern!r}": pattern for pattern in cell.bad}
-        marker = ready_pattern(cell, image)
-        timeline = Timeline([*TIMELINE_PHASES, *((("init", marker),) if marker else ())])
+        record.config = configuration(cell, spec, record, booted=booted)
+        record.readiness = self.readiness(cell)
+        timeline = boot_timeline(record.readiness)
         if snapshot is not None:  # a restored VM's own phases (snapshot.resume marks them): no boot to see
             timeline = Timeline([])
             record.snapshot = str(snapshot.folder)
-        machine = Machine(spec, qemu, workdir, name=name, timeline=timeline, bad_patterns=bad)
+        machine = Machine(spec, qemu, workdir, name=name, timeline=timeline,
+                          bad_patterns=record.readiness.bad_patterns)
         return machine, record
 
     # -- snapshots ---------------------------------------------------------------------------------
     def restorable(self, cell: Cell) -> bool:
-        """Cells whose VM may start from a snapshot: our minimal image. A user's artifact is booted as
-        it is; the mostly-source image's tests measure its first builds after a boot."""
-        return not cell.artifact_cell and cell.image == "minimal"
+        """Cells whose VM may start from a snapshot (their image kind says: our minimal image). A user's
+        artifact is booted as it is; the mostly-source image's tests measure its first builds after a boot."""
+        return kind_of(cell).restorable(cell)
 
     def _snapshot_inputs(self, cell: Cell, spec: MachineSpec, prepare: str) -> dict[str, object]:
         qemu = self.qemu(cell.qemu)
@@ -332,22 +356,21 @@ class Lab:
         one cold boot, the shell command `prepare` if any (openQA's milestone: setup done once), then a
         save). The guest wrote /run/bootmatrix-saved-at (the host's epoch) just before the save."""
         qemu = self.qemu(cell.qemu)
-        image = self.image(cell.arch, cell.image)
+        readiness = self.readiness(cell)
 
         def build(content: Path) -> None:
             with tempfile.TemporaryDirectory(dir=self.store.root / "tmp") as scratch:
                 work = Path(scratch)
                 build_spec, keep = nic_placeholders(spec)
                 build_spec = with_own_overlays(build_spec, work)
-                timeline = Timeline([*TIMELINE_PHASES, ("init", image.ready_marker)])
-                machine = Machine(build_spec, qemu, work, name="snapshot", timeline=timeline,
-                                  bad_patterns=dict(image.bad_patterns))
+                machine = Machine(build_spec, qemu, work, name="snapshot", timeline=boot_timeline(readiness),
+                                  bad_patterns=readiness.bad_patterns)
                 record = BootRecord(cell.id, spec.accel, "snapshot build", qemu.name, qemu.version(cell.arch),
-                                    None, {})
+                                    None, {}, readiness=readiness)
                 budget = self.boot_budget(cell, spec.accel)
                 try:
                     with machine:
-                        self.boot(machine, record, Deadline.after(budget), cell)
+                        self.boot(machine, record, Deadline.after(budget))
                         if prepare:
                             output, code = machine.console.run(prepare, Deadline.after(budget))
                             if code != 0:
@@ -377,30 +400,20 @@ class Lab:
             machine.start()
             resume(machine, Snapshot(Path(record.snapshot)), deadline)
             machine.console.wait_shell(deadline)
-            machine.timeline.mark("ready", time.monotonic() - machine.t0)
+            machine.timeline.mark(Phase.READY, time.monotonic() - machine.t0)
             guest_time, _ = machine.console.run("date +%s", deadline)
             if abs(time.time() - float(guest_time or 0)) > 1.0:
                 machine.console.run(f"date -s @{time.time():.0f} >/dev/null", deadline)
         finally:
             record.milestones = machine.timeline.as_dict()
-            (machine.workdir / "boot.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
+            (machine.workdir / "boot.json").write_text(json.dumps(record.as_json(), indent=2) + "\n")
         return record
 
     def package_versions(self, cell: Cell) -> dict[str, str]:
         """name -> version of the Debian packages a cell boots with (QEMU's own programs, not its
         library closure), as really used: the lock's, or the re-resolved ones after drift."""
         fetcher = self.fetcher()
-        sets = [kernel_set(cell.arch), busybox_set(cell.arch)]
-        if cell.artifact_cell:
-            sets = sets if self.own_image(cell) is not None else []
-            for artifact in cell.artifacts().values():
-                if artifact.deb is not None:
-                    set_name, _ = find_locked(fetcher, artifact.deb, ARCH_TABLE[cell.arch].debian)
-                    sets.append(set_name)
-        if cell.image == "gosource":
-            sets += [go_set(cell.arch), shell_set(cell.arch)]
-        if cell.image == "tinyboot":
-            sets = [kernel_set(cell.arch), go_set(cell.arch)]  # its kernel; the app's toolchain
+        sets = kind_of(cell).package_sets(self, cell)
         versions = {p.name: p.version for name in sets for p in fetcher.packages(name)}
         if cell.qemu == "pinned":
             versions |= {p.name: p.version for p in fetcher.packages(qemu_set()) if p.name.startswith("qemu-system")}
@@ -414,22 +427,28 @@ class Lab:
         """Seconds to readiness before it is a hang: the cell's own `timeout`, else the arch's budget."""
         return cell.timeout if cell.timeout is not None else scaled(BOOT_BUDGET_TCG, cell.arch, accel)
 
-    def boot(self, machine: Machine, record: BootRecord, deadline: Deadline, cell: Cell | None = None) -> BootRecord:
-        """Start (if needed) and wait until the cell is ready: our image's readiness marker and a shell
-        that answers; or an artifact cell's `ready` pattern, then its login and shell when it has them.
-        A wait that ends without it names the last boot phase seen."""
+    def boot(self, machine: Machine, record: BootRecord, deadline: Deadline) -> BootRecord:
+        """Start (if needed) and take the machine through its boot states to ready, as the record's
+        readiness says (labgrid's strategy: explicit states): the readiness pattern (our image's marker,
+        a cell's `ready`, a login prompt), the login, then a shell that answers. A wait that ends without
+        it names the state it was in and the last boot phase seen."""
+        readiness = record.readiness
+        if readiness is None:
+            raise ValueError(f"{record.cell}: no readiness on its boot record (made by Lab.machine)")
         if machine.process is None:
             machine.start()
-        image = self.image_of(cell) if cell is not None else self.image(machine.spec.arch)
-        marker = ready_pattern(cell, image)
+        state = BootState.STARTED
         try:
-            if marker:
-                machine.console.expect(marker, deadline, what="readiness marker" if image else f"ready {marker!r}")
-            if cell is not None and cell.login is not None:
-                log_in(machine, cell.login, deadline)
-            if expects_shell(cell):
+            if readiness.marker:
+                state = BootState.MARKER
+                machine.console.expect(readiness.marker, deadline, what=readiness.marker_label)
+            if readiness.login is not None:
+                state = BootState.LOGIN
+                log_in(machine, readiness.login, deadline)
+            if readiness.shell:
+                state = BootState.SHELL
                 machine.console.wait_shell(deadline)
-            machine.timeline.mark("ready", time.monotonic() - machine.t0)
+            machine.timeline.mark(Phase.READY, time.monotonic() - machine.t0)
         except ConsoleTimeout as error:
             seen = machine.timeline.as_dict()
             # In time order, a tie kept in the order seen ("first-output" and "firmware" often share a
@@ -437,23 +456,24 @@ class Lab:
             last = next(reversed(seen)) if seen else None
             phase = f"last boot phase seen: {last} at {seen[last]:.2f} s" if last else (
                 "no boot phase seen (no firmware, loader or kernel output recognised)")
-            raise ConsoleTimeout(f"{error.reason}; {phase}", error.tail, error.waited_for) from None
+            raise ConsoleTimeout(f"{error.reason}; {phase}; boot state: {state}", error.tail,
+                                 error.waited_for) from None
         finally:
             record.milestones = machine.timeline.as_dict()
-            (machine.workdir / "boot.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
+            (machine.workdir / "boot.json").write_text(json.dumps(record.as_json(), indent=2) + "\n")
         return record
 
     def boot_and_check(
         self, cell: Cell, workdir: Path, then: Callable[[Machine, BootRecord], None] | None = None
     ) -> BootOutcome:
         """Boot `cell` to a shell, check the shell computes, run `then` on the machine, stop. Raises
-        Unavailable; never MachineError (a guest failure is a failed outcome)."""
+        CellError; never MachineError (a guest failure is a failed outcome)."""
         machine, record = self.machine(cell, workdir)
         budget = self.boot_budget(cell, record.accel)
         try:
             with machine:
-                self.boot(machine, record, Deadline.after(budget), cell)
-                if expects_shell(cell):
+                self.boot(machine, record, Deadline.after(budget))
+                if record.readiness is not None and record.readiness.shell:
                     output, code = machine.console.run("echo $((6*7))", Deadline.after(budget))
                     if (output, code) != ("42", 0):
                         return BootOutcome(record, False, f"shell answered {output!r} / {code}, not '42' / 0",
@@ -465,22 +485,18 @@ class Lab:
         return BootOutcome(record, True, "", workdir)
 
 
-def ready_pattern(cell: Cell | None, image: MinimalImage | None) -> str | None:
-    """What readiness looks like on the console before any shell probe: the cell's `ready` regex, a
-    login prompt when it logs in, our image's marker, or nothing (a shell that answers is enough)."""
-    if cell is not None and cell.ready is not None:
-        return cell.ready
-    if cell is not None and cell.login is not None:
-        return LOGIN_PROMPT
-    return image.ready_marker if image is not None else None
+class BootState(StrEnum):
+    """Where a boot is on its way to ready (a failure names it)."""
+
+    STARTED = "started"
+    MARKER = "waiting for the readiness pattern"
+    LOGIN = "logging in"
+    SHELL = "waiting for a shell that answers"
 
 
-def expects_shell(cell: Cell | None) -> bool:
-    """Whether readiness ends with a shell that answers: always for our images; for an artifact cell
-    when it logs in or names no `ready` pattern (a banner or an installer's screen has no shell)."""
-    if cell is not None and cell.image == "tinyboot":
-        return False  # one app and no shell
-    return cell is None or not cell.artifact_cell or cell.login is not None or cell.ready is None
+def boot_timeline(readiness: Readiness) -> Timeline:
+    """The milestones a cold boot is watched for: every boot's phases, then the readiness pattern."""
+    return Timeline([*TIMELINE_PHASES, *(((Phase.INIT, readiness.marker),) if readiness.marker else ())])
 
 
 def log_in(machine: Machine, login: Login, deadline: Deadline) -> None:

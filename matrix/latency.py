@@ -14,9 +14,34 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from harness.console import Console
 from harness.deadline import Deadline
-from matrix.model import CompileBudget
+
+
+class LatencyLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    median: float = Field(gt=0)  # seconds
+    max: float = Field(gt=0)
+
+
+class CompileBudget(BaseModel):
+    """`[compile_budget]`: first-call latency budgets of on-demand compiled commands, per accelerator,
+    and how far above the stored baseline (relative) a cell's median may go. See matrix/latency.py."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kvm: LatencyLimits
+    tcg: LatencyLimits
+    baseline_tolerance: float = Field(0.2, ge=0)
+    min_runs: int = Field(3, ge=1)
+
+    def for_accel(self, accel: str) -> LatencyLimits:
+        return self.kvm if accel == "kvm" else self.tcg
+
+
 
 FIRST_CALL_MEDIAN = "compile_first_median_s"  # the history metric the baseline comparison uses
 BUILT = re.compile(r"bmbuild: built \S+ in [0-9.]+ s \((.*)\)")  # images/guest/go/bmbuild: its verbose report

@@ -17,12 +17,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from arches import NAMES
 from images.debian.lock import DEFAULT_SUITE, FIRMWARE_SUITES
-from matrix.firmware import DIRECT, PROFILES, STICK, profiles_of
+from matrix.firmware import profiles_of
+from matrix.latency import CompileBudget
 
 DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
 GOSOURCE_MATRIX = Path(__file__).with_name("gosource.toml")  # the mostly-source image's cells and budget
 
 FIRMWARE_SETS = FIRMWARE_SUITES  # the Debian suites whose firmware is locked
+DEFAULT_IMAGE = "minimal"  # a cell's image kind when it names none (its id then leaves the kind out)
 DEFAULT_FIRMWARE_SET = DEFAULT_SUITE
 
 
@@ -108,13 +110,22 @@ BOOT_ARTIFACTS = {"kernel": "direct", "iso": "iso", "disk": "disk", "efi": "efi"
 ARTIFACT_KEYS = ("kernel", "initrd", "dtb", "iso", "disk", "efi", "code", "vars", "bios")
 
 
+def _known_image(value: str) -> str:
+    from matrix.kinds import names
+
+    if value not in names():
+        raise ValueError(f"image {value!r} is not a known image kind (known: {', '.join(names())}; a matrix file's "
+                         "`imports` brings more)")
+    return value
+
+
 class Cell(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: Annotated[str, one_of(NAMES, "arch")]
     firmware: str
     media: Literal["direct", "stick", "iso", "disk", "efi"] = "direct"
-    image: Literal["minimal", "gosource", "tinyboot"] = "minimal"
+    image: Annotated[str, AfterValidator(_known_image)] = DEFAULT_IMAGE  # an image kind (matrix/kinds/)
     firmware_set: Annotated[str, one_of(list(FIRMWARE_SETS), "firmware_set")] = DEFAULT_FIRMWARE_SET
     qemu: Literal["pinned", "host"] = "pinned"
     accel: Literal["auto", "tcg", "kvm"] = "auto"
@@ -154,35 +165,15 @@ class Cell(BaseModel):
         profiles = profiles_of(self.arch)
         if self.firmware not in profiles:
             raise ValueError(f"firmware {self.firmware!r} is not available for {self.arch} (have: {sorted(profiles)})")
-        firmware = profiles[self.firmware]
-        firmwares = {name: p.media for name, p in profiles.items()}
-        if not firmware.runs_firmware and self.firmware_set != DEFAULT_FIRMWARE_SET:
+        if not profiles[self.firmware].runs_firmware and self.firmware_set != DEFAULT_FIRMWARE_SET:
             raise ValueError(f"firmware_set does not apply to {self.arch}/{self.firmware}, which boots no firmware")
-        if self.artifact_cell:
-            self._check_artifacts(firmwares[self.firmware])
-            return self
-        for key in ("ready", "login", "console", "name", "initrd", "dtb", "code", "vars", "bios"):
-            if getattr(self, key) is not None:
-                raise ValueError(f"{key} applies to cells that boot their own artifact (kernel, iso, disk, efi)")
-        if self.media == "iso" and self.image != "tinyboot":
-            raise ValueError("media \"iso\" boots image = \"tinyboot\", or a cell's own iso = ...")
-        if self.image == "tinyboot":
-            if self.media != "iso":
-                raise ValueError("image = \"tinyboot\" is an ISO: media = \"iso\"")
-            if STICK not in firmware.media:
-                raise ValueError(f"{self.arch}/{self.firmware} boots no iso: it loads a kernel directly")
-            if not firmware.uefi and not (self.arch == "x86_64" and self.firmware == "seabios"):
-                raise ValueError(f"the tinyboot ISO boots through UEFI, or SeaBIOS on x86_64; not {self.firmware}")
-        elif self.media not in firmwares[self.firmware]:
-            raise ValueError(f"media {self.media!r} cannot boot with {self.arch}/{self.firmware}")
-        if self.append and self.image == "tinyboot":
-            raise ValueError("append does not apply to the tinyboot ISO: its kernel command line is built into the "
-                             "UKI and ISOLINUX's configuration (images/recipes/tinyboot.py)")
-        if self.append and self.media == "stick":
-            raise ValueError(
-                "append applies to direct boots only: a stick cell boots the loader entries written on the stick, "
-                "which every stick cell shares (put kernel arguments in a media = \"direct\" cell)"
-            )
+        if not self.artifact_cell:
+            for key in ("ready", "login", "console", "name", "initrd", "dtb", "code", "vars", "bios"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to cells that boot their own artifact (kernel, iso, disk, efi)")
+        from matrix.kinds import kind_of
+
+        kind_of(self).check(self)  # what the image kind itself can boot (matrix/kinds/)
         return self
 
     @property
@@ -193,45 +184,12 @@ class Cell(BaseModel):
     def artifacts(self) -> dict[str, Artifact]:
         return {key: value for key in ARTIFACT_KEYS if (value := getattr(self, key)) is not None}
 
-    def _check_artifacts(self, media_of_firmware: frozenset[str]) -> None:
-        boots = [key for key in BOOT_ARTIFACTS if getattr(self, key) is not None]
-        if len(boots) > 1 and not (set(boots) <= {"kernel", "disk"}):
-            raise ValueError(f"one of kernel, iso, disk, efi boots a cell (got {', '.join(boots)}); a kernel may "
-                             "come with a disk")
-        if BOOT_ARTIFACTS[boots[0]] != self.media:
-            raise ValueError(f"media {self.media!r} does not match {boots[0]} (which boots as "
-                             f"{BOOT_ARTIFACTS[boots[0]]!r}): leave media out")
-        direct = DIRECT in media_of_firmware
-        from_disk = STICK in media_of_firmware
-        if self.media == "direct" and not direct:
-            raise ValueError(f"{self.arch}/{self.firmware} cannot load a kernel directly (it boots from disks)")
-        if self.media in ("iso", "disk", "efi") and not from_disk:
-            raise ValueError(f"{self.arch}/{self.firmware} boots no {self.media}: it loads a kernel directly")
-        if self.media == "efi" and not PROFILES[(self.arch, self.firmware)].uefi:
-            uefi = sorted(p.name for p in profiles_of(self.arch).values() if p.uefi)
-            raise ValueError(f"efi needs UEFI firmware; {self.firmware} is not (UEFI on {self.arch}: {uefi})")
-        for key in ("initrd", "dtb"):
-            if getattr(self, key) is not None and self.kernel is None:
-                raise ValueError(f"{key} needs kernel")
-        if self.append and self.kernel is None:
-            raise ValueError("append needs kernel (the firmware or the ISO's own loader gives a command line)")
-        if self.media == "stick" or self.image != "minimal":
-            raise ValueError("a cell with its own artifact has no image or stick of ours")
-        if self.kernel is not None and self.kernel.image is not None and self.initrd is None:
-            raise ValueError("kernel = {image = \"minimal\"} is ours: bring an initrd, or drop the kernel key")
-        if (self.code is None) != (self.vars is None) and self.code is None:
-            raise ValueError("vars needs code (the flash bank it belongs to)")
-        for key in ("iso", "disk", "efi", "code", "vars", "bios", "dtb"):
-            artifact = getattr(self, key)
-            if artifact is not None and artifact.image is not None:
-                raise ValueError(f"{key}: image = {artifact.image!r} is for kernel and initrd only")
-
     @property
     def id(self) -> str:
         if self.artifact_cell:
             label = self.name or next(getattr(self, k) for k in BOOT_ARTIFACTS if getattr(self, k)).label()
             return f"{self.arch}-{self.firmware}-{self.media}-{label}"
-        suffix = "" if self.image == "minimal" else f"-{self.image}"
+        suffix = "" if self.image == DEFAULT_IMAGE else f"-{self.image}"
         suffix += "" if self.firmware_set == DEFAULT_FIRMWARE_SET else f"-{self.firmware_set}"
         suffix += "" if self.qemu == "pinned" else f"-{self.qemu}"
         return f"{self.arch}-{self.firmware}-{self.media}{suffix}"
@@ -248,28 +206,6 @@ class GateSpec(BaseModel):
     min_runs: int = Field(3, ge=1)
 
 
-class LatencyLimits(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    median: float = Field(gt=0)  # seconds
-    max: float = Field(gt=0)
-
-
-class CompileBudget(BaseModel):
-    """`[compile_budget]`: first-call latency budgets of on-demand compiled commands, per accelerator,
-    and how far above the stored baseline (relative) a cell's median may go. See matrix/latency.py."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kvm: LatencyLimits
-    tcg: LatencyLimits
-    baseline_tolerance: float = Field(0.2, ge=0)
-    min_runs: int = Field(3, ge=1)
-
-    def for_accel(self, accel: str) -> LatencyLimits:
-        return self.kvm if accel == "kvm" else self.tcg
-
-
 class MatrixFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -277,6 +213,8 @@ class MatrixFile(BaseModel):
     cell: list[dict[str, Any]] = Field(min_length=1)
     gates: dict[str, GateSpec] = Field(default_factory=dict)
     compile_budget: CompileBudget | None = None
+    # Python files (relative to the matrix file) that register image kinds of their own (matrix/kinds/).
+    imports: list[str] = Field(default_factory=list)
 
 
 def _where(loc: tuple[int | str, ...], cells: list[dict[str, Any]] | None = None) -> str:
@@ -317,6 +255,8 @@ def _load(path: Path) -> tuple[list[Cell], dict[str, GateSpec], CompileBudget | 
         document = MatrixFile.model_validate(raw)
     except ValidationError as error:
         raise MatrixError(_format(path, error)) from None
+    for index, module in enumerate(document.imports):
+        _import_kinds(path.parent / module, f"{path}: imports[{index}]")
     cells: list[Cell] = []
     for index, values in enumerate(document.cell):
         merged = {**document.defaults, **values}
@@ -331,6 +271,19 @@ def _load(path: Path) -> tuple[list[Cell], dict[str, GateSpec], CompileBudget | 
             raise MatrixError(f"{path}: cell[{index}]: duplicate cell id {cell.id!r} (same as cell[{seen[cell.id]}])")
         seen[cell.id] = index
     return sorted(cells, key=lambda c: c.id), dict(document.gates), document.compile_budget
+
+
+def _import_kinds(module: Path, where: str) -> None:
+    """A matrix file's `imports`: a Python file that registers image kinds; one line naming the key
+    when it is missing or fails to import."""
+    from matrix.kinds import import_kind_module
+
+    if not module.is_file():
+        raise MatrixError(f"{where}: {module} does not exist")
+    try:
+        import_kind_module(module.resolve())
+    except Exception as error:  # noqa: BLE001 - a user's module may raise anything; say which and why
+        raise MatrixError(f"{where}: importing {module} failed: {type(error).__name__}: {error}") from None
 
 
 def with_local_paths(cell: Cell, folder: Path, where: str, key_format: str = "{where}.{key}") -> Cell:

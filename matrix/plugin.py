@@ -28,7 +28,7 @@ import pytest
 from harness.deadline import Deadline
 from harness.errors import MachineError
 from harness.guestnet import DEFAULT_DHCP, GuestNet
-from harness.hostinfo import memory_available_bytes
+from harness.hostinfo import VM_MEMORY_BUDGET, memory_available_bytes
 from harness.machine import Machine, PowerDown, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
@@ -36,10 +36,9 @@ from harness.qemu import watch_launches
 from harness.qmp import QmpEvent
 from harness.spec import MachineSpec
 from harness.timeline import Timeline
-from images.artifacts import ArtifactError
-from images.tools import BuildError, ToolMissing, host_tool
+from images.tools import ToolMissing, host_tool
 from matrix.history import HISTORY_ENV, History, Metric
-from matrix.lab import BootRecord, Lab, Unavailable, configuration
+from matrix.lab import BootRecord, CellError, Lab, Unavailable
 from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, matches, select
 from matrix.report import attach_vm_to_allure, timeline_svg
 
@@ -110,6 +109,14 @@ def cannot_run(config: pytest.Config, reason: str) -> NoReturn:
     if strict(config):
         pytest.fail(f"{reason} (BOOTMATRIX_STRICT=0 makes this a skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def cell_error(config: pytest.Config, cell: Cell, error: CellError) -> NoReturn:
+    """The one place the plugin turns the lab's CellError into a test outcome: cannot run here (an
+    error in strict mode, else a skip) or broken (a failure)."""
+    if error.cannot_run:
+        cannot_run(config, f"{cell.id} cannot run here: {error}")
+    pytest.fail(str(error) if error.detail == str(error) else f"{error}\n{error.detail}", pytrace=False)
 
 
 def selected_cells(config: pytest.Config) -> list[Cell]:
@@ -223,7 +230,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             cannot_run(item.config, str(error))
 
 
-VM_MEMORY_BUDGET = 1.5 * 1024**3  # a guest (512 MiB) + QEMU + TCG's translation cache, with room
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
@@ -435,20 +441,14 @@ def bootmatrix_vms(
         else:
             name_dir = name
         try:
-            machine, record = bootmatrix_lab.machine(cell, test_dir / name_dir, name, nics)
-        except Unavailable as error:
-            cannot_run(request.config, f"{cell.id} cannot run here: {error}")
-        except BuildError as error:
-            pytest.fail(f"{cell.id}: an image could not be built: {error}", pytrace=False)
-        except ArtifactError as error:
-            pytest.fail(str(error), pytrace=False)
-        if customize is not None:
-            machine.spec = customize(machine.spec)
-        record.config = configuration(cell, machine.spec, record, booted=boot)
+            machine, record = bootmatrix_lab.machine(cell, test_dir / name_dir, name, nics, customize=customize,
+                                                     booted=boot)
+        except CellError as error:
+            cell_error(request.config, cell, error)
         guest = _guest(machine, record, cell)
         machine.start()
         if boot:
-            bootmatrix_lab.boot(machine, record, guest.deadline(), cell)
+            bootmatrix_lab.boot(machine, record, guest.deadline())
             if prepare:  # what a restored VM's snapshot holds, done here for a cold one
                 output, code = guest.run(prepare)
                 if code != 0:
@@ -457,9 +457,9 @@ def bootmatrix_vms(
 
     def _guest(machine: Machine, record: BootRecord, cell: Cell) -> VM:
         """The test's handle on a machine, in the list of VMs stopped and reported at teardown."""
-        image = bootmatrix_lab.image_of(cell)
+        readiness = record.readiness
         guest = VM(machine, record, cell, bootmatrix_lab.boot_budget(cell, record.accel),
-                   image.dhcp_command if image is not None else DEFAULT_DHCP)
+                   readiness.dhcp_command if readiness is not None else DEFAULT_DHCP)
         started.append(guest)
         return guest
 
@@ -479,7 +479,7 @@ def bootmatrix_vms(
             return guest
         except Unavailable as error:
             cannot_run(request.config, f"{cell.id} cannot run here: {error}")
-        except (MachineError, BuildError, OSError) as error:
+        except (MachineError, CellError, OSError) as error:
             warnings.warn(f"{cell.id}: restoring from a snapshot failed, booting cold instead: "
                           f"{str(error).splitlines()[0]}", SnapshotFallback, stacklevel=3)
             if machine is not None:

@@ -4,8 +4,7 @@ banks and boot path each combination needs is known here and nowhere else.
 Which firmware there is, and how each shapes the machine, is matrix/firmware.py's table.
 media "direct": QEMU (or the firmware, through fw_cfg) loads the kernel and initramfs itself.
 media "stick":  the firmware boots the multi-arch VFAT stick (images/recipes/stick.py) from a virtio disk.
-image "gosource": the stick is the mostly-source image's (images/recipes/gosource.py), attached to direct
-                boots too: their first-stage initrd mounts its VFAT root.
+What each image kind boots (its kernel, stick, ISO or a user's files) is its own (matrix/kinds/).
 """
 
 from __future__ import annotations
@@ -13,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from arches import ARCHES, KERNEL_OPTIONS
+from arches import ARCHES
 from harness.net import Nic
-from harness.spec import Disk, MachineSpec, Pflash
+from harness.spec import MachineSpec, Pflash
 from harness.timeline import Phase
-from images.artifacts import disk_format
 from images.recipes.firmware import FirmwareSet
 from images.recipes.minimal import MinimalImage
 from matrix.firmware import DIRECT_FIRMWARE, profile
+from matrix.kinds import kind_of
 from matrix.model import Cell
 
 CONSOLE = {a.name: a.console for a in ARCHES.values()}
@@ -71,21 +70,7 @@ def spec_for(cell: Cell, media: BootMedia, accel: str, nics: tuple[Nic, ...] = (
         smp=cell.smp,
         nics=nics,
     )
-    if cell.artifact_cell:
-        return _artifact_spec(cell, media, spec)
-    if cell.image == "tinyboot":
-        iso = media.artifacts["iso"]
-        spec = replace(spec, disks=(Disk(iso, snapshot=False, interface="scsi-cd", readonly=True),))
-    elif cell.media == "direct":
-        assert media.image is not None
-        append = f"console={CONSOLE[cell.arch]} {KERNEL_OPTIONS} {cell.append}".strip()
-        spec = replace(spec, kernel=media.image.kernel, initrd=media.image.initrd, append=append)
-        if media.stick is not None:
-            spec = replace(spec, disks=(Disk(media.stick),))
-    else:
-        assert media.stick is not None
-        spec = replace(spec, disks=(Disk(media.stick),))
-    return _with_firmware(cell, media, spec)
+    return _with_firmware(cell, media, kind_of(cell).shape(cell, media, spec))
 
 
 def _with_firmware(cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
@@ -106,26 +91,3 @@ def _with_firmware(cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSp
     keys = {option.split("=", 1)[0] for option in cell.machine_options}
     kept = tuple(option for option in spec.machine_options if option.split("=", 1)[0] not in keys)
     return replace(spec, machine_options=(*kept, *cell.machine_options))
-
-
-def kernel_command_line(cell: Cell) -> str:
-    """A user's kernel gets their `append` as it is, after console=<the arch's serial device> unless the
-    append names a console or the cell's `console` says otherwise ("" for none)."""
-    device = CONSOLE[cell.arch] if cell.console is None else cell.console
-    console = f"console={device}" if device and "console=" not in cell.append else ""
-    return f"{console} {cell.append}".strip()
-
-
-def _artifact_spec(cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
-    files = media.artifacts
-    disks: list[Disk] = []
-    if "kernel" in files:
-        spec = replace(spec, kernel=files["kernel"], initrd=files.get("initrd"), dtb=files.get("dtb"),
-                       append=kernel_command_line(cell) or None)
-    if "iso" in files:
-        disks.append(Disk(files["iso"], snapshot=False, interface="scsi-cd", readonly=True))
-    if "efi" in files:
-        disks.append(Disk(files["efi"]))
-    if "disk" in files:
-        disks.append(Disk(files["disk"], format=disk_format(files["disk"])))
-    return _with_firmware(cell, media, replace(spec, disks=tuple(disks)))

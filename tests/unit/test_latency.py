@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from matrix.latency import judge_latency
+from matrix.latency import CompileBudget, LatencyLimits, judge_latency
 from matrix.model import (
     DEFAULT_MATRIX,
     GOSOURCE_MATRIX,
-    CompileBudget,
-    LatencyLimits,
     MatrixError,
     load_compile_budget,
     load_matrix,

@@ -20,7 +20,6 @@ import pytest
 
 from harness.console import clean
 from harness.errors import ConsoleTimeout, GuestPanic
-from matrix.lab import ready_pattern
 from matrix.model import Cell, load_matrix
 
 ROOT = Path(__file__).parents[2]
@@ -37,7 +36,7 @@ def test_the_examples_boot(bootmatrix_vms, bootmatrix_lab, example: str) -> None
     guest = bootmatrix_vms(cell)
     # The `init` milestone is the line the cell's readiness pattern (or our image's marker) matched.
     marks = guest.timeline.marks
-    assert re.search(ready_pattern(cell, bootmatrix_lab.image_of(cell)) or "", marks["init"].text), marks
+    assert re.search(bootmatrix_lab.readiness(cell).marker or "", marks["init"].text), marks
     assert "ready" in marks
     if example in KERNEL_RELEASE:  # a user's kernel under our initramfs: a shell that answers, on it
         assert guest.run("uname -r") == (KERNEL_RELEASE[example], 0)

@@ -1,0 +1,33 @@
+"""Our minimal image: a Debian kernel and a busybox initramfs whose init prints a readiness marker and
+gives a shell; booted directly by QEMU or from the multi-arch VFAT stick (images/recipes/minimal.py,
+images/recipes/stick.py). The only kind whose VMs start from snapshots."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from images.recipes.firmware import FirmwareSet
+from matrix.kinds import ImageKind, Readiness, register
+
+if TYPE_CHECKING:
+    from matrix.lab import Lab
+    from matrix.model import Cell
+    from matrix.profiles import BootMedia
+
+
+class Minimal(ImageKind):
+    name = "minimal"
+
+    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+        from matrix.profiles import BootMedia
+
+        return BootMedia(lab.image(cell.arch), firmware, lab.stick() if cell.media == "stick" else None)
+
+    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+        return Readiness.of_image(lab.image(cell.arch)).with_cell(cell)
+
+    def restorable(self, cell: Cell) -> bool:
+        return True
+
+
+MINIMAL = register(Minimal())

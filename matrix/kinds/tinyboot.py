@@ -1,0 +1,52 @@
+"""The tinyboot ISO: one Go app as PID 1 of an xz initramfs, in a UKI for UEFI and behind ISOLINUX for
+SeaBIOS, one ISO per arch (images/recipes/tinyboot.py). No shell: ready is the app's first line."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from harness.spec import Disk, MachineSpec
+from images.debian.lock import go_set, kernel_set
+from images.recipes.firmware import FirmwareSet
+from matrix.firmware import STICK, profile
+from matrix.kinds import ImageKind, Readiness, register
+
+if TYPE_CHECKING:
+    from matrix.lab import Lab
+    from matrix.model import Cell
+    from matrix.profiles import BootMedia
+
+
+class Tinyboot(ImageKind):
+    name = "tinyboot"
+
+    def check(self, cell: Cell) -> None:
+        firmware = profile(cell.arch, cell.firmware)
+        if cell.media != "iso":
+            raise ValueError("image = \"tinyboot\" is an ISO: media = \"iso\"")
+        if STICK not in firmware.media:
+            raise ValueError(f"{cell.arch}/{cell.firmware} boots no iso: it loads a kernel directly")
+        if not firmware.uefi and not (cell.arch == "x86_64" and cell.firmware == "seabios"):
+            raise ValueError(f"the tinyboot ISO boots through UEFI, or SeaBIOS on x86_64; not {cell.firmware}")
+        if cell.append:
+            raise ValueError("append does not apply to the tinyboot ISO: its kernel command line is built into the "
+                             "UKI and ISOLINUX's configuration (images/recipes/tinyboot.py)")
+
+    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+        from matrix.profiles import BootMedia
+
+        iso = lab.tinyboot(cell.arch)
+        return BootMedia(iso.image, firmware, None, {"iso": iso.iso})
+
+    def shape(self, cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
+        return replace(spec, disks=(Disk(media.artifacts["iso"], snapshot=False, interface="scsi-cd", readonly=True),))
+
+    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+        return Readiness.of_image(lab.tinyboot(cell.arch).image, shell=False).with_cell(cell)
+
+    def package_sets(self, lab: Lab, cell: Cell) -> list[str]:
+        return [kernel_set(cell.arch), go_set(cell.arch)]  # its kernel; the app's toolchain
+
+
+TINYBOOT = register(Tinyboot())
