@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python bench/warm_prepare.py --no-network
 	$(BIN)/python bench/snapshot.py
 	$(BIN)/python bench/iso_writers.py --boot
+	$(BIN)/python bench/run_jobs.py
 
 report:
 	scripts/make-report

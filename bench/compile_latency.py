@@ -46,12 +46,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from arches import NAMES as ARCHES
 from arches import host_debian_arch
 from harness.deadline import Deadline
 from images.debian.fetch import share_downloads
 from images.recipes.gosource import BUILD_ENV, GUEST_GO, build_go_root, command_sources
 from images.store import Store
-from matrix.lab import ARCHES, Lab
+from matrix.lab import Lab
 from matrix.latency import STAGES, SWEEP, CallTimes, own_run_times, run_sweep, wait_for_log
 from matrix.profiles import direct_cell
 

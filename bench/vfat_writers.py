@@ -79,8 +79,9 @@ def stage(files: dict[str, bytes], root: Path) -> None:
 
 
 def stick_content() -> dict[str, bytes]:
+    from arches import NAMES as ARCHES
     from images.recipes.stick import stick_files  # noqa: F401 - layout reference only
-    from matrix.lab import ARCHES, Lab
+    from matrix.lab import Lab
 
     lab = Lab()
     files: dict[str, bytes] = {}

@@ -64,6 +64,24 @@ def live_machines() -> list[Machine]:
 
 
 @dataclasses.dataclass(frozen=True)
+class MachineEnd:
+    """How a machine ended, decided once, when it is stopped: QEMU's exit status; whether the harness
+    stopped it (QMP quit, then a kill); and, when QEMU ended on its own in a way nobody had been told
+    of (killed by a signal, a non-zero status, a guest panic under -no-reboot's exit 0), why, and
+    whether stop() raised that to its caller. result.json is this, on disk."""
+
+    returncode: int | None
+    by_harness: bool
+    abnormal: str | None
+    raised: bool
+
+    @property
+    def unreported(self) -> str | None:
+        """An abnormal end no one was told of (a test with it fails at teardown)."""
+        return self.abnormal if self.abnormal is not None and not self.raised else None
+
+
+@dataclasses.dataclass(frozen=True)
 class PowerDown:
     """A power-off the harness asked for: seconds since QEMU started when the button was pressed and when
     QMP reported SHUTDOWN, its reason, and QEMU's exit status (-1 if it had not exited in time)."""
@@ -97,9 +115,8 @@ class Machine:
         self._qmp: QmpMonitor | None = None
         self._sockets: list[socket.socket] = []
         self.qemu_version = ""
-        self.stopped_by_us = False
-        self.death_reported = False
-        self.stopped = False
+        self.end: MachineEnd | None = None  # set by stop()
+        self._death_told = False  # a wait, a power-off or the caller has told someone why QEMU is gone
         workdir.mkdir(parents=True, exist_ok=True)
 
     # -- start ---------------------------------------------------------------------------------
@@ -126,7 +143,7 @@ class Machine:
         except BaseException:
             # Nothing leaks when Popen, the QMP handshake or anything between raises: sockets closed,
             # QEMU (if it started) killed and waited for. The caller got the error: the end is reported.
-            self.death_reported = True
+            self._death_told = True
             self.kill()
             if self._qmp is not None:
                 self._qmp.close()
@@ -219,7 +236,7 @@ class Machine:
         Asking counts as being told: a death reported here is not reported again at stop()."""
         reason = self._death_reason()
         if reason is not None:
-            self.death_reported = True
+            self._death_told = True
         return reason
 
     def _death_reason(self) -> str | None:
@@ -262,7 +279,7 @@ class Machine:
                             "its own", self.console.tail(), "power-off")
         code = self._wait_process(max(deadline.remaining(), 5.0))
         self.console.drain()  # the guest's last words, into the transcript
-        self.death_reported = True  # the end the caller asked for
+        self._death_told = True  # the end the caller asked for
         return PowerDown(asked, event.t, reason, code)
 
     def _wait_event_reading_console(self, name: str, deadline: Deadline, after: int = 0) -> QmpEvent | None:
@@ -336,7 +353,7 @@ class Machine:
         signal, a non-zero exit status, or a guest panic (QEMU exits 0 after a panic under -no-reboot,
         so the status alone is never trusted). None for a guest that powered itself off, for a stop by
         the harness, and for a death a wait has already reported."""
-        if self.process is None or self.stopped_by_us or self.death_reported:
+        if self.process is None or self._death_told or (self.end is not None and self.end.by_harness):
             return None
         return self.end_problem()
 
@@ -357,16 +374,19 @@ class Machine:
         return (f"QEMU {describe_exit(code)} on its own before the harness stopped it"
                 + (f" ({panic})" if panic else "") + (f"; QEMU said: {said}" if said else ""))
 
-    def stop(self, timeout: float = 10.0, check: bool = True) -> int | None:
-        """Quit through QMP, wait, then kill. Safe to call twice; writes result.json (with `abnormal`).
-        With `check`, raises AbnormalShutdown when QEMU had ended abnormally on its own (abnormal_end)."""
+    def stop(self, timeout: float = 10.0, check: bool = True, *, told: bool = False) -> int | None:
+        """Quit through QMP, wait, then kill. Safe to call twice; decides the machine's `end` and writes
+        it to result.json. With `check`, raises AbnormalShutdown when QEMU had ended abnormally on its
+        own (abnormal_end). `told`: the caller has reported this machine's end itself (nothing more to
+        report, whatever it was)."""
         if self.process is None:
             return None
-        if self.stopped:
+        if self.end is not None:
             return self.process.returncode
+        self._death_told = self._death_told or told
         abnormal = self.abnormal_end()
-        if self.process.poll() is None:
-            self.stopped_by_us = True
+        by_harness = self.process.poll() is None
+        if by_harness:
             if self._qmp is not None:
                 self._qmp.quit()
             if self._wait_process(timeout) == -1 and self.process.poll() is None:
@@ -379,24 +399,24 @@ class Machine:
         for sock in self._sockets:
             sock.close()
         self._sockets = []
-        self._write_result(abnormal, reported=check)
-        self.stopped = True
-        if abnormal is not None and check:
-            self.death_reported = True  # reported once
-            raise AbnormalShutdown(abnormal, self.tail(), "teardown")
+        self.end = MachineEnd(self.returncode, by_harness, abnormal, raised=abnormal is not None and check)
+        self._write_result(self.end)
+        if self.end.raised:
+            self._death_told = True  # reported once
+            raise AbnormalShutdown(abnormal or "", self.tail(), "teardown")
         return self.process.returncode
 
-    def _write_result(self, abnormal: str | None, reported: bool) -> None:
+    def _write_result(self, end: MachineEnd) -> None:
         result = {
-            "abnormal": abnormal,
-            "abnormal_raised": abnormal is not None and reported,  # stop() raised it to its caller
+            "abnormal": end.abnormal,
+            "abnormal_raised": end.raised,  # stop() raised it to its caller
             "name": self.name,
             "spec": self.spec.describe(),
             "qemu": self.qemu.name,
             "qemu_version": self.qemu_version,
-            "returncode": self.returncode,
-            "exit": describe_exit(self.returncode),
-            "stopped_by_harness": self.stopped_by_us,
+            "returncode": end.returncode,
+            "exit": describe_exit(end.returncode),
+            "stopped_by_harness": end.by_harness,
             "qmp_events": [e.name for e in (self._qmp.events if self._qmp else [])],
             "timeline": self.timeline.as_dict(),
         }

@@ -24,7 +24,7 @@ DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
 GOSOURCE_MATRIX = Path(__file__).with_name("gosource.toml")  # the mostly-source image's cells and budget
 
 FIRMWARE_SETS = FIRMWARE_SUITES  # the Debian suites whose firmware is locked
-DEFAULT_IMAGE = "minimal"  # a cell's image kind when it names none (its id then leaves the kind out)
+DEFAULT_IMAGE = "minimal"  # a cell's image kind when it names none
 DEFAULT_FIRMWARE_SET = DEFAULT_SUITE
 
 
@@ -189,7 +189,9 @@ class Cell(BaseModel):
         if self.artifact_cell:
             label = self.name or next(getattr(self, k) for k in BOOT_ARTIFACTS if getattr(self, k)).label()
             return f"{self.arch}-{self.firmware}-{self.media}-{label}"
-        suffix = "" if self.image == DEFAULT_IMAGE else f"-{self.image}"
+        from matrix.kinds import kind_of
+
+        suffix = kind_of(self).id_suffix
         suffix += "" if self.firmware_set == DEFAULT_FIRMWARE_SET else f"-{self.firmware_set}"
         suffix += "" if self.qemu == "pinned" else f"-{self.qemu}"
         return f"{self.arch}-{self.firmware}-{self.media}{suffix}"

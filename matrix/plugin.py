@@ -12,35 +12,32 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-from harness.deadline import Deadline
 from harness.errors import MachineError
-from harness.guestnet import DEFAULT_DHCP, GuestNet
+from harness.guestnet import DEFAULT_DHCP
 from harness.hostinfo import VM_MEMORY_BUDGET, memory_available_bytes
-from harness.machine import Machine, PowerDown, live_machines
+from harness.machine import Machine, live_machines
 from harness.net import Nic
 from harness.payload_server import PayloadServer
 from harness.qemu import watch_launches
-from harness.qmp import QmpEvent
 from harness.spec import MachineSpec
-from harness.timeline import Timeline
 from images.tools import ToolMissing, host_tool
 from matrix.history import HISTORY_ENV, History, Metric
-from matrix.lab import BootRecord, CellError, Lab, Unavailable
+from matrix.lab import CellError, Lab, Unavailable
 from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, matches, select
+from matrix.record import BootRecord
 from matrix.report import attach_vm_to_allure, timeline_svg
+from matrix.vm import VM
 
 STRICT_ENV = "BOOTMATRIX_STRICT"
 SNAPSHOTS_ENV = "BOOTMATRIX_SNAPSHOTS"
@@ -331,59 +328,6 @@ def payload_server() -> Iterator[PayloadServer]:
         yield server
 
 
-@dataclass
-class VM:
-    """A booted (or at least started) guest of one cell, with the harness pieces a test needs."""
-
-    machine: Machine
-    record: BootRecord
-    cell: Cell
-    budget: float  # seconds a boot or a command may take before it is a hang, for this arch and accel
-    dhcp_command: str = DEFAULT_DHCP  # the image's way to get a lease
-    metrics: dict[str, tuple[float, str]] = field(default_factory=dict)
-
-    def metric(self, name: str, value: float, unit: str) -> None:
-        """Record a measurement of this guest: stored in the metric history and attached to the report."""
-        self.metrics[name] = (value, unit)
-
-    @property
-    def console(self):  # type: ignore[no-untyped-def]
-        return self.machine.console
-
-    @property
-    def qmp(self):  # type: ignore[no-untyped-def]
-        return self.machine.qmp
-
-    @property
-    def workdir(self) -> Path:
-        return self.machine.workdir
-
-    def deadline(self, seconds: float | None = None) -> Deadline:
-        return Deadline.after(seconds if seconds is not None else self.budget)
-
-    def run(self, command: str, seconds: float | None = None) -> tuple[str, int]:
-        return self.machine.console.run(command, self.deadline(seconds))
-
-    def powerdown(self, seconds: float | None = None) -> PowerDown:
-        """Press the power button and wait for the guest's own power-off (Machine.powerdown)."""
-        return self.machine.powerdown(self.deadline(seconds))
-
-    def reboot_and_wait(self, ready: str, trigger: Callable[[], object] | None = None,
-                        seconds: float | None = None) -> QmpEvent:
-        """Follow the guest through its own reboot to `ready` (Machine.reboot_and_wait; the VM must be
-        made with on_reboot="reset", e.g. through `customize`). The budget covers a whole boot."""
-        return self.machine.reboot_and_wait(ready, self.deadline(seconds), trigger)
-
-    @property
-    def timeline(self) -> Timeline:
-        """Boot milestones seen so far (seconds since QEMU started): first-output, firmware, kernel, ..."""
-        return self.machine.timeline
-
-    @property
-    def net(self) -> GuestNet:
-        return GuestNet(self.machine.console, self.budget, self.dhcp_command)
-
-
 def _test_dir(results: Path, nodeid: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.replace("::", "__")).strip("_")
     return results / safe
@@ -483,8 +427,7 @@ def bootmatrix_vms(
             warnings.warn(f"{cell.id}: restoring from a snapshot failed, booting cold instead: "
                           f"{str(error).splitlines()[0]}", SnapshotFallback, stacklevel=3)
             if machine is not None:
-                machine.death_reported = True  # reported here, as this warning
-                machine.stop(check=False)
+                machine.stop(check=False, told=True)  # reported here, as this warning
                 # Its folder stays; its half-made timeline goes into no report or history.
                 started[:] = [g for g in started if g.machine is not machine]
                 bootmatrix_lab.forget_snapshot(Path(record.snapshot))
@@ -514,17 +457,11 @@ def _stop(guest: VM) -> list[str]:
 
 
 def _abnormal(guest: VM) -> list[str]:
-    """The abnormal end result.json records (QEMU killed, a bad status or a guest panic before teardown
-    that no wait had reported), with the console tail: such a test fails."""
-    if guest.machine.process is None:
-        return []  # never started (refused before launch): nothing ended abnormally
-    try:
-        result = json.loads((guest.workdir / "result.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        return [f"{guest.machine.name}: no readable result.json in {guest.workdir}: {error}"]
-    abnormal = result.get("abnormal")
-    if not abnormal or result.get("abnormal_raised"):
-        return []  # a normal end, or the test stopped the VM itself and was told
+    """The machine's end, judged in memory: an abnormal one no wait or stop had reported (QEMU killed, a
+    bad status or a guest panic before teardown), with the console tail, fails the test."""
+    abnormal = guest.end.unreported if guest.end is not None else None
+    if abnormal is None:
+        return []  # never started, a normal end, or one the test was told of
     tail = guest.machine.tail()
     return [f"{guest.machine.name}: {abnormal}\n--- console tail ---\n{tail.rstrip()[-2000:]}\n--- end of tail ---"]
 

@@ -31,9 +31,10 @@ from images.recipes.minimal import MinimalImage
 from matrix.firmware import profile
 
 if TYPE_CHECKING:
-    from matrix.lab import BootRecord, Lab
     from matrix.model import Cell, Login
     from matrix.profiles import BootMedia
+    from matrix.provision import Provisioner
+    from matrix.record import BootRecord
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class ImageKind(ABC):
             )
 
     @abstractmethod
-    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+    def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         """The files the cell boots (built through the lab, which builds each once)."""
 
     def shape(self, cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
@@ -121,16 +122,21 @@ class ImageKind(ABC):
         return replace(spec, disks=(Disk(media.stick),))
 
     @abstractmethod
-    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+    def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
         """How the cell's boot becomes ready."""
 
-    def package_sets(self, lab: Lab, cell: Cell) -> list[str]:
+    def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         """The lock's package sets the cell boots with (its kernel and busybox by default)."""
         return [kernel_set(cell.arch), busybox_set(cell.arch)]
 
     def restorable(self, cell: Cell) -> bool:
         """Whether a VM of the cell may start from a snapshot of it booted once."""
         return False
+
+    @property
+    def id_suffix(self) -> str:
+        """What a cell's id says of its kind after arch-firmware-media: "-<name>" by default."""
+        return f"-{self.name}"
 
     def run_check(self, cell: Cell, matrix_file: Path) -> RunCheck | None:
         """The extra check `bootmatrix run` makes of the cell, given its matrix file; None for none."""

@@ -18,9 +18,9 @@ from matrix.kinds import ARTIFACT, ImageKind, Readiness, register
 from matrix.model import BOOT_ARTIFACTS, DEFAULT_IMAGE
 
 if TYPE_CHECKING:
-    from matrix.lab import Lab
     from matrix.model import Cell
     from matrix.profiles import BootMedia
+    from matrix.provision import Provisioner
 
 LOGIN_PROMPT = r"(?m)login: *$"
 
@@ -62,7 +62,7 @@ class Artifact(ImageKind):
             if artifact is not None and artifact.image is not None:
                 raise ValueError(f"{key}: image = {artifact.image!r} is for kernel and initrd only")
 
-    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+    def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia
 
         return BootMedia(lab.own_image(cell), firmware, None, lab.artifacts(cell))
@@ -81,7 +81,7 @@ class Artifact(ImageKind):
             disks.append(Disk(files["disk"], format=disk_format(files["disk"])))
         return replace(spec, disks=tuple(disks))
 
-    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+    def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
         """The cell's `ready` regex, a login prompt when it logs in, the marker of our initramfs when it
         borrows one, or nothing (a shell that answers is enough). A shell ends readiness when the cell
         logs in or names no `ready` pattern: a banner or an installer's screen has no shell."""
@@ -96,7 +96,7 @@ class Artifact(ImageKind):
         shell = cell.login is not None or cell.ready is None
         return Readiness(marker, shell, cell.login, bad, dhcp, label).with_cell(cell)
 
-    def package_sets(self, lab: Lab, cell: Cell) -> list[str]:
+    def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         sets = super().package_sets(lab, cell) if lab.own_image(cell) is not None else []
         for artifact in cell.artifacts().values():
             if artifact.deb is not None:

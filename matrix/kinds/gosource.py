@@ -18,9 +18,10 @@ from matrix.kinds import CheckVerdict, ImageKind, Readiness, RunCheck, register
 from matrix.latency import FIRST_CALL_MEDIAN, CallTimes, CompileBudget, judge_latency, run_sweep
 
 if TYPE_CHECKING:
-    from matrix.lab import BootRecord, Lab
     from matrix.model import Cell
     from matrix.profiles import BootMedia
+    from matrix.provision import Provisioner
+    from matrix.record import BootRecord
 
 
 class CompileSweep(RunCheck):
@@ -61,7 +62,7 @@ class GoSource(ImageKind):
     name = "gosource"
     summary_column = "compile med/max"
 
-    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+    def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia
 
         image = lab.gosource()
@@ -69,10 +70,10 @@ class GoSource(ImageKind):
         # attached to direct boots too.
         return BootMedia(image.stage1[cell.arch], firmware, image.stick)
 
-    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+    def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
         return Readiness.of_image(lab.gosource().stage1[cell.arch]).with_cell(cell)
 
-    def package_sets(self, lab: Lab, cell: Cell) -> list[str]:
+    def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         return [kernel_set(cell.arch), busybox_set(cell.arch), go_set(cell.arch), shell_set(cell.arch)]
 
     def run_check(self, cell: Cell, matrix_file: Path) -> RunCheck | None:

@@ -10,24 +10,28 @@ from images.recipes.firmware import FirmwareSet
 from matrix.kinds import ImageKind, Readiness, register
 
 if TYPE_CHECKING:
-    from matrix.lab import Lab
     from matrix.model import Cell
     from matrix.profiles import BootMedia
+    from matrix.provision import Provisioner
 
 
 class Minimal(ImageKind):
     name = "minimal"
 
-    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+    def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia
 
         return BootMedia(lab.image(cell.arch), firmware, lab.stick() if cell.media == "stick" else None)
 
-    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+    def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
         return Readiness.of_image(lab.image(cell.arch)).with_cell(cell)
 
     def restorable(self, cell: Cell) -> bool:
         return True
+
+    @property
+    def id_suffix(self) -> str:
+        return ""  # the default kind: x86_64-seabios-direct
 
 
 MINIMAL = register(Minimal())

@@ -13,9 +13,9 @@ from matrix.firmware import STICK, profile
 from matrix.kinds import ImageKind, Readiness, register
 
 if TYPE_CHECKING:
-    from matrix.lab import Lab
     from matrix.model import Cell
     from matrix.profiles import BootMedia
+    from matrix.provision import Provisioner
 
 
 class Tinyboot(ImageKind):
@@ -33,7 +33,7 @@ class Tinyboot(ImageKind):
             raise ValueError("append does not apply to the tinyboot ISO: its kernel command line is built into the "
                              "UKI and ISOLINUX's configuration (images/recipes/tinyboot.py)")
 
-    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+    def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia
 
         iso = lab.tinyboot(cell.arch)
@@ -42,10 +42,10 @@ class Tinyboot(ImageKind):
     def shape(self, cell: Cell, media: BootMedia, spec: MachineSpec) -> MachineSpec:
         return replace(spec, disks=(Disk(media.artifacts["iso"], snapshot=False, interface="scsi-cd", readonly=True),))
 
-    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+    def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
         return Readiness.of_image(lab.tinyboot(cell.arch).image, shell=False).with_cell(cell)
 
-    def package_sets(self, lab: Lab, cell: Cell) -> list[str]:
+    def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         return [kernel_set(cell.arch), go_set(cell.arch)]  # its kernel; the app's toolchain
 
 

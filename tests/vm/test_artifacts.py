@@ -73,6 +73,7 @@ def test_a_ready_pattern_that_never_comes_fails_at_the_deadline_with_the_last_ph
     with pytest.raises(ConsoleTimeout) as caught:
         bootmatrix_vms(cell)
     assert "no match within the 20.0 s deadline (guest alive); last boot phase seen: firmware at" in str(caught.value)
+    assert "; boot state: waiting for the readiness pattern" in str(caught.value)  # where the boot was
     # The tail is the guest's console: memtest's own screen, whose banner may have scrolled out under its
     # redraws (seen once on a loaded host: the tail began mid-banner), so any of its fixed status words;
     # or, where memtest had not painted yet (seen twice in four runs on 2026-12-02: nothing after SeaBIOS

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from arches import NAMES as ARCHES
 from harness.deadline import Deadline
 from harness.guestnet import LEASE_READBACK, parse_lease
 from harness.net import UserNet
@@ -17,7 +18,7 @@ from images.debian.fetch import share_downloads
 from images.debian.lock import GUEST_DEBIAN_ARCH
 from images.recipes.gosource import GoSourceImage, command_names, command_sources, guest_sources
 from images.store import Store
-from matrix.lab import ARCHES, Lab, Unavailable
+from matrix.lab import Lab, Unavailable
 from matrix.latency import judge_latency, measure_calls, wait_for_log
 from matrix.model import GOSOURCE_MATRIX, Cell, load_compile_budget, load_matrix
 from matrix.plugin import cannot_run

@@ -15,9 +15,9 @@ import pytest
 from images.recipes.firmware import FirmwareSet
 from images.recipes.minimal import MinimalImage, build_minimal
 from matrix.kinds import ImageKind, Readiness, register
-from matrix.lab import Lab
 from matrix.model import Cell
 from matrix.profiles import BootMedia
+from matrix.provision import Provisioner
 
 pytestmark = pytest.mark.vm
 
@@ -38,16 +38,16 @@ class Toy(ImageKind):
             raise ValueError("the toy image boots directly: media = \"direct\"")
         super().check(cell)
 
-    def image(self, lab: Lab, arch: str) -> MinimalImage:
+    def image(self, lab: Provisioner, arch: str) -> MinimalImage:
         init = Path(tempfile.gettempdir()) / "bm-toy-init.sh"
         if not init.exists() or init.read_text() != TOY_INIT:
             init.write_text(TOY_INIT)
         return build_minimal(lab.store, lab.fetcher(), arch, init=init, name="toy")
 
-    def media(self, lab: Lab, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
+    def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         return BootMedia(self.image(lab, cell.arch), firmware)
 
-    def readiness(self, lab: Lab, cell: Cell) -> Readiness:
+    def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
         return Readiness(r"TOY-BANNER arch=\S+", shell=False).with_cell(cell)
 
 
