@@ -421,8 +421,8 @@ def bootmatrix_vms(
             guest = _guest(machine, record, cell)
             bootmatrix_lab.resume(machine, record, guest.deadline())
             return guest
-        except Unavailable as error:
-            cannot_run(request.config, f"{cell.id} cannot run here: {error}")
+        except Unavailable as error:  # cannot run here: no cold boot would do better
+            cell_error(request.config, cell, error)
         except (MachineError, CellError, OSError) as error:
             warnings.warn(f"{cell.id}: restoring from a snapshot failed, booting cold instead: "
                           f"{str(error).splitlines()[0]}", SnapshotFallback, stacklevel=3)

@@ -195,5 +195,5 @@ class Provisioner:
 
     def drift(self) -> list[Moved]:
         """Every package used instead of a locked one in this process (empty when the lock held)."""
-        return [m for key, fetcher in self._built.items()
-                if isinstance(key, tuple) and key[0] == "fetcher" for m in fetcher.drift]
+        built = list(self._built.items())  # a copy: `run -j` threads may be adding to it
+        return [m for key, fetcher in built if isinstance(key, tuple) and key[0] == "fetcher" for m in fetcher.drift]

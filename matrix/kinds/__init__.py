@@ -144,6 +144,7 @@ class ImageKind(ABC):
 
 
 KINDS: dict[str, ImageKind] = {}
+ARTIFACT = "artifact"  # the kind of a cell that brings its own files (not named by `image`)
 BUILTIN = ("matrix.kinds.minimal", "matrix.kinds.gosource", "matrix.kinds.tinyboot", "matrix.kinds.artifact")
 
 
@@ -166,9 +167,6 @@ def names() -> list[str]:
     """The image names a cell may give."""
     _builtins()
     return sorted(name for name in KINDS if name != ARTIFACT)
-
-
-ARTIFACT = "artifact"  # the kind of a cell that brings its own files (not named by `image`)
 
 
 def kind_of(cell: Cell) -> ImageKind:
