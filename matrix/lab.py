@@ -44,8 +44,9 @@ class Lab(Provisioner):
         return kind_of(cell).media(self, cell, firmware)
 
     def readiness(self, cell: Cell) -> Readiness:
-        """How the cell's boot becomes ready (its image kind says): worked out once per VM, in machine()."""
-        return kind_of(cell).readiness(self, cell)
+        """How the cell's boot becomes ready (its image kind says, and the cell's `bad` patterns fail it
+        too): worked out once per VM, in machine()."""
+        return kind_of(cell).readiness(self, cell).with_cell(cell)
 
     def restorable(self, cell: Cell) -> bool:
         """Cells whose VM may start from a snapshot (their image kind says: our minimal image)."""

@@ -123,7 +123,7 @@ class ImageKind(ABC):
 
     @abstractmethod
     def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
-        """How the cell's boot becomes ready."""
+        """How the cell's boot becomes ready (the lab adds the cell's own `bad` patterns)."""
 
     def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         """The lock's package sets the cell boots with (its kernel and busybox by default)."""

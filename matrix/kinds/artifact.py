@@ -94,7 +94,7 @@ class Artifact(ImageKind):
         marker = cell.ready or (LOGIN_PROMPT if cell.login is not None else image.ready_marker if image else None)
         label = "readiness marker" if image else f"ready {marker!r}"
         shell = cell.login is not None or cell.ready is None
-        return Readiness(marker, shell, cell.login, bad, dhcp, label).with_cell(cell)
+        return Readiness(marker, shell, cell.login, bad, dhcp, label)
 
     def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         sets = super().package_sets(lab, cell) if lab.own_image(cell) is not None else []

@@ -71,7 +71,7 @@ class GoSource(ImageKind):
         return BootMedia(image.stage1[cell.arch], firmware, image.stick)
 
     def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
-        return Readiness.of_image(lab.gosource().stage1[cell.arch]).with_cell(cell)
+        return Readiness.of_image(lab.gosource().stage1[cell.arch])
 
     def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         return [kernel_set(cell.arch), busybox_set(cell.arch), go_set(cell.arch), shell_set(cell.arch)]

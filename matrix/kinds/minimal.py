@@ -24,7 +24,7 @@ class Minimal(ImageKind):
         return BootMedia(lab.image(cell.arch), firmware, lab.stick() if cell.media == "stick" else None)
 
     def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
-        return Readiness.of_image(lab.image(cell.arch)).with_cell(cell)
+        return Readiness.of_image(lab.image(cell.arch))
 
     def restorable(self, cell: Cell) -> bool:
         return True

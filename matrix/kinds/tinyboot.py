@@ -43,7 +43,7 @@ class Tinyboot(ImageKind):
         return replace(spec, disks=(Disk(media.artifacts["iso"], snapshot=False, interface="scsi-cd", readonly=True),))
 
     def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
-        return Readiness.of_image(lab.tinyboot(cell.arch).image, shell=False).with_cell(cell)
+        return Readiness.of_image(lab.tinyboot(cell.arch).image, shell=False)
 
     def package_sets(self, lab: Provisioner, cell: Cell) -> list[str]:
         return [kernel_set(cell.arch), go_set(cell.arch)]  # its kernel; the app's toolchain

@@ -48,7 +48,7 @@ class Toy(ImageKind):
         return BootMedia(self.image(lab, cell.arch), firmware)
 
     def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
-        return Readiness(r"TOY-BANNER arch=\S+", shell=False).with_cell(cell)
+        return Readiness(r"TOY-BANNER arch=\S+", shell=False)
 
 
 register(Toy())
