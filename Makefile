@@ -21,6 +21,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	TOX=$(BIN)/tox scripts/unit-pythons
 	rm -rf results/allure-results
 	$(BIN)/pytest -n $(JOBS) $(REPORTS)
 	scripts/check-no-qemu-left

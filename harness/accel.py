@@ -35,7 +35,7 @@ from harness.errors import MachineError
 from harness.hostinfo import host_facts
 from harness.machine import Machine
 from harness.qemu import QemuInstall, QemuNotFound, announce_launch
-from harness.spec import MachineSpec
+from harness.spec import MachineSpec, option_value
 
 log = logging.getLogger(__name__)
 ACCEL_ENV = "BOOTMATRIX_ACCEL"  # force "tcg" or "kvm"
@@ -157,7 +157,7 @@ def _boot_sector_probe(qemu: QemuInstall) -> AccelVerdict:
             *qemu.command("x86_64"), *qemu.data_args(),
             "-machine", "pc", "-accel", "kvm", "-m", "32", "-nodefaults", "-display", "none", "-no-reboot",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01",
-            "-drive", f"file={disk},format=raw,if=ide",
+            "-drive", f"file={option_value(disk)},format=raw,if=ide",
         ]
         announce_launch(argv)
         started = time.monotonic()

@@ -121,20 +121,23 @@ class Machine:
 
     # -- start ---------------------------------------------------------------------------------
     def _private_flash(self) -> MachineSpec:
-        """The spec with every writable pflash bank replaced by this VM's own copy of it."""
+        """The spec with every writable pflash bank replaced by this VM's own copy of it (the copy's
+        path only: `start()` makes the copy, a dry run shows the argv that start will use)."""
         banks = []
         for unit, flash in enumerate(self.spec.pflash):
-            if flash.readonly:
+            if flash.readonly or flash.path.parent == self.workdir:
                 banks.append(flash)
                 continue
-            copy = self.workdir / f"pflash{unit}-{flash.path.name}"
-            shutil.copyfile(flash.path, copy)
-            banks.append(Pflash(copy, readonly=False))
+            banks.append(Pflash(self.workdir / f"pflash{unit}-{flash.path.name}", readonly=False))
         return dataclasses.replace(self.spec, pflash=tuple(banks))
 
     def start(self, qmp_timeout: float = 30.0) -> Machine:
         validate(self.spec)
-        self.spec = self._private_flash()
+        private = self._private_flash()
+        for template, copy in zip(self.spec.pflash, private.pflash, strict=True):
+            if copy.path != template.path:
+                shutil.copyfile(template.path, copy.path)
+        self.spec = private
         console_ours, console_theirs = socket.socketpair()
         qmp_ours, qmp_theirs = socket.socketpair()
         self._sockets = [console_ours, qmp_ours]
@@ -160,7 +163,7 @@ class Machine:
         """The argv `start()` would run (for a dry run): file descriptors 3 and 4 stand for the console
         and QMP socketpairs, which exist only once it starts."""
         fds = HarnessFds(3, 4, self.workdir / "qemu.pid")
-        return build_argv(self.spec, self.qemu.command(self.spec.arch), self.qemu.data_args(), fds)
+        return build_argv(self._private_flash(), self.qemu.command(self.spec.arch), self.qemu.data_args(), fds)
 
     def _launch(self, console_theirs: socket.socket, qmp_theirs: socket.socket, qmp_timeout: float) -> None:
         qmp_ours = self._sockets[1]

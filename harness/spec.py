@@ -26,6 +26,14 @@ MIB = 1024 * 1024
 PFLASH_SIZE = {(a.name, a.machine): a.pflash_bytes for a in ARCHES.values() if a.pflash_bytes}
 
 
+def option_value(value: str | Path) -> str:
+    """`value` as one value inside a QEMU option list (`-drive file=<value>,format=raw`): QEMU splits
+    option lists at commas and reads a doubled comma as a literal one, so every comma is doubled. Without
+    this a path such as `x.img,file=secret.img` adds options of its own. Every path or user string that
+    goes inside an option list goes through here; a whole-argument path (`-kernel PATH`) needs nothing."""
+    return str(value).replace(",", ",,")
+
+
 class SpecError(MachineError):
     """The spec cannot work; found before QEMU is started."""
 
@@ -128,7 +136,8 @@ def pflash_args(spec: MachineSpec, force_read_only: bool = False) -> list[str]:
     args: list[str] = []
     for unit, flash in enumerate(spec.pflash):
         read_only = "on" if flash.readonly or force_read_only else "off"
-        args += ["-blockdev", f"node-name=pflash{unit},driver=file,filename={flash.path},read-only={read_only}"]
+        node = f"node-name=pflash{unit},driver=file,filename={option_value(flash.path)}"
+        args += ["-blockdev", f"{node},read-only={read_only}"]
     return args
 
 
@@ -147,7 +156,7 @@ def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds:
         argv += ["-bios", str(spec.bios)]
     argv += pflash_args(spec)
     for index, disk in enumerate(spec.disks):
-        options = f"file={disk.path},format={disk.format},if=none,id=disk{index}"
+        options = f"file={option_value(disk.path)},format={disk.format},if=none,id=disk{index}"
         if disk.cdrom:
             argv += ["-drive", f"{options},media=cdrom,readonly=on", "-device", f"virtio-scsi-pci,id=scsi{index}",
                      "-device", f"scsi-cd,drive=disk{index},bus=scsi{index}.0,bootindex={index}"]

@@ -60,6 +60,43 @@ def disk_format(path: Path) -> str:
         return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
 
 
+# qcow2 header (docs/interop/qcow2.txt): big-endian; bytes 8-15 backing_file_offset, 16-19 its size,
+# 72-79 (version 3) incompatible_features, whose bit 2 says the guest's data lives in an external file.
+QCOW2_EXTERNAL_DATA = 1 << 2
+
+
+def host_files_named_by(path: Path) -> str | None:
+    """What a user's qcow2 disk would make QEMU open besides itself (a backing file, an external data
+    file), or None. Such a disk lets whoever wrote it read any host file QEMU can: its guest sees the
+    named file's bytes. A raw disk names nothing."""
+    with path.open("rb") as handle:
+        header = handle.read(80)
+    if header[:4] != QCOW2_MAGIC or len(header) < 20:
+        return None
+    version = int.from_bytes(header[4:8], "big")
+    backing_offset = int.from_bytes(header[8:16], "big")
+    if backing_offset:
+        size = int.from_bytes(header[16:20], "big")
+        with path.open("rb") as handle:
+            handle.seek(backing_offset)
+            name = handle.read(min(size, 1023)).decode(errors="replace")
+        return f"the backing file {name!r}"
+    if version >= 3 and len(header) >= 80 and int.from_bytes(header[72:80], "big") & QCOW2_EXTERNAL_DATA:
+        return "an external data file"
+    return None
+
+
+def checked_disk(path: Path, what: str) -> Path:
+    """A user's disk image, refused when it is a qcow2 that names another host file: a disk must be
+    self-contained (`qemu-img convert -O qcow2 in.qcow2 out.qcow2` makes one from a chain)."""
+    named = host_files_named_by(path)
+    if named is not None:
+        raise ArtifactError(f"{what}: {path} is a qcow2 image naming {named}; a disk must be self-contained "
+                            "(refused: it would make QEMU open a host file; flatten it with "
+                            "`qemu-img convert -O qcow2 IN OUT`)")
+    return path
+
+
 def resolve(source: ArtifactSource, what: str, store: Store, fetcher: DebianFetcher | None,
             debian_arch: str | None = None) -> Path:
     """The artifact as a local file (ArtifactError when it cannot be had, naming `what`)."""

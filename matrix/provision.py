@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from arches import ARCHES, NAMES
 from harness.qemu import QemuInstall
-from images.artifacts import ArtifactError, ArtifactSource, efi_disk, resolve
+from images.artifacts import ArtifactError, ArtifactSource, checked_disk, efi_disk, resolve
 from images.debian.fetch import DebianFetcher, FetchError, Moved
 from images.debian.lock import LockError, Lockfile, lock_path, qemu_set
 from images.debian.mirror import MirrorNotFound
@@ -179,6 +179,8 @@ class Provisioner:
                 member=artifact.path if artifact.deb is not None else None,
             )
             files[key] = resolve(source, what, self.store, fetcher, self.debian_arch(cell.arch))
+            if key == "disk":
+                checked_disk(files[key], what)
         if "efi" in files:
             files["efi"] = efi_disk(self.store, files["efi"], ARCHES[cell.arch].efi_name[1], f"{cell.id}: efi")
         return files

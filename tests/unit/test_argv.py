@@ -223,3 +223,29 @@ def test_reboot_and_wait_refuses_a_machine_that_exits_on_reboot(tmp_path: Path) 
     machine = Machine(spec, QemuInstall.host(), tmp_path)
     with pytest.raises(SpecError, match="reboot_and_wait needs on_reboot='reset'"):
         machine.reboot_and_wait("ready", Deadline.after(1))
+
+
+def test_a_comma_in_a_path_is_doubled_so_it_adds_no_option() -> None:
+    """QEMU splits option lists at commas; a path `x.img,file=secret.img` must stay one value."""
+    from harness.spec import Disk
+
+    spec = MachineSpec("aarch64", "virt", disks=(Disk(Path("/w/x.img,file=secret.img")),),
+                       pflash=(Pflash(Path("/Smith, John/c.fd"), True),))
+    argv = build_argv(spec, ["q"], [], FDS)
+    assert option_values(argv, "-drive") == ["file=/w/x.img,,file=secret.img,format=raw,if=none,id=disk0,snapshot=on"]
+    assert option_values(argv, "-blockdev") == [
+        "node-name=pflash0,driver=file,filename=/Smith,, John/c.fd,read-only=on"]
+
+
+def test_dry_run_argv_names_the_vms_own_vars_copy(tmp_path: Path) -> None:
+    """The argv a dry run prints is the one start() runs: the VARS bank is the VM's writable copy in its
+    work folder, never the store's template."""
+    code, template = tmp_path / "code.fd", tmp_path / "vars.fd"
+    code.write_bytes(b"c")
+    template.write_bytes(b"v")
+    spec = MachineSpec("x86_64", "q35", pflash=(Pflash(code, True), Pflash(template, False)))
+    machine = Machine(spec, QemuInstall.host(), tmp_path / "vm")
+    banks = option_values(machine.planned_argv(), "-blockdev")
+    assert banks == [f"node-name=pflash0,driver=file,filename={code},read-only=on",
+                     f"node-name=pflash1,driver=file,filename={tmp_path}/vm/pflash1-vars.fd,read-only=off"]
+    assert not (tmp_path / "vm" / "pflash1-vars.fd").exists()  # a dry run copies nothing

@@ -193,3 +193,31 @@ def test_a_deb_artifact_comes_from_the_lock_and_names_what_is_wrong(mirror: Loca
         resolve(ArtifactSource(deb="ipxe", member="x"), "cell[0].iso", store, fetcher, "amd64")
     with pytest.raises(ArtifactError, match=r"has bm-data 1\.0-1, not 9\.9: `bootmatrix lock --add bm-data=9\.9`"):
         resolve(ArtifactSource(deb="bm-data=9.9", member="x"), "cell[0].iso", store, fetcher, "amd64")
+
+
+@pytest.mark.bootmatrix_needs("qemu-img", "qemu-utils", "make qcow2 images")
+@pytest.mark.parametrize("how", ["backing", "data-file"])
+def test_a_qcow2_disk_naming_a_host_file_is_refused_before_qemu_starts(
+    tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user's qcow2 with a backing file (or an external data file) would let its guest read that host
+    file: `bootmatrix run` refuses it with one line naming the disk, and starts nothing."""
+    secret = tmp_path / "host-secret.txt"
+    secret.write_bytes(b"s3cret".ljust(1 << 16, b"\0"))
+    evil = tmp_path / "evil.qcow2"
+    options = ["-F", "raw", "-b", str(secret)] if how == "backing" else ["-o", f"data_file={secret},data_file_raw=on"]
+    size = [] if how == "backing" else ["64K"]
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *options, str(evil), *size], check=True)
+    clean = tmp_path / "clean.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(clean), "1M"], check=True)
+    from images.artifacts import checked_disk, host_files_named_by
+
+    assert host_files_named_by(clean) is None and checked_disk(clean, "disk") == clean
+    with pytest.raises(ArtifactError, match=r"evil.qcow2 is a qcow2 image naming .*self-contained"):
+        checked_disk(evil, "cell: disk")
+    from matrix.cli import main
+
+    code = main(["run", "--arch", "x86_64", "--disk", str(evil), "--results", str(tmp_path / "r"), "--no-history"])
+    line = [text for text in capsys.readouterr().out.splitlines() if "naming" in text]
+    assert code == 1 and line, "the run fails the cell, naming why"
+    assert not list((tmp_path / "r").glob("*/*/argv.txt")), "QEMU was not started"

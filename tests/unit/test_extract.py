@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -89,8 +90,64 @@ def test_paths_that_escape_are_refused(tmp_path: Path, name: str) -> None:
 
 def test_relative_symlink_pointing_outside_is_refused(tmp_path: Path) -> None:
     deb = make_deb(tmp_path, [(info("./evil", tarfile.SYMTYPE, link="../../../etc/passwd"), b"")])
-    with pytest.raises(tarfile.FilterError):
+    with pytest.raises(UnsafePackage, match="points outside"):
         extract_deb(deb, tmp_path / "out")
+
+
+def test_a_link_turned_outwards_by_a_later_link_is_refused(tmp_path: Path) -> None:
+    """`a -> b/..` is harmless while b is a folder; once b becomes `../..` the host would leave the folder."""
+    deb = make_deb(tmp_path, [
+        (info("./b/", tarfile.DIRTYPE, 0o755), b""),
+        (info("./a", tarfile.SYMTYPE, link="b/.."), b""),
+        (info("./c", tarfile.SYMTYPE, link="../.."), b""),
+    ])
+    with pytest.raises(UnsafePackage, match="points outside"):
+        extract_deb(deb, tmp_path / "out")
+
+
+def test_writes_through_links_stay_inside(tmp_path: Path) -> None:
+    """A link to a folder outside, then a file under it: the file lands inside (absolute targets are
+    rooted at the folder), never in the host's folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    deb = make_deb(tmp_path, [
+        (info("./etc", tarfile.SYMTYPE, link=str(outside)), b""),
+        (info("./etc/passwd"), b"evil"),
+    ])
+    extract_deb(deb, tmp_path / "out")
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "out" / str(outside).lstrip("/") / "passwd").read_bytes() == b"evil"
+
+
+def test_cve_2025_4517_symlink_chain_past_path_max_writes_nothing_outside(tmp_path: Path) -> None:
+    """After the regression test of CPython's fix: nested folders and one-letter links to them, sized so
+    that the names fit PATH_MAX but their expansion does not; a last link climbs back out through the
+    chain, then a hard link and a write go through it to a file beside the folder."""
+    dest = tmp_path / "out"
+    dest.mkdir()
+    flag = tmp_path / "flag"
+    flag.write_text("original")
+    steps = "abcdefghijklmnop"
+    component = "d" * ((os.pathconf(dest, "PC_PATH_MAX") - len(str(dest)) - 1) // (len(steps) + 1))
+    members: list[tuple[tarfile.TarInfo, bytes]] = []
+    folder = ""
+    for step in steps:
+        members.append((info(f"./{folder}{component}/", tarfile.DIRTYPE, 0o777), b""))
+        members.append((info(f"./{folder}{step}", tarfile.SYMTYPE, link=component), b""))
+        folder += f"{component}/"
+    long_link = "/".join(steps) + "/" + "l" * 254
+    members += [
+        (info(f"./{long_link}", tarfile.SYMTYPE, link="/".join([".."] * len(steps))), b""),
+        (info("./escape", tarfile.SYMTYPE, link=f"{long_link}/.."), b""),
+        (info("./flaglink", tarfile.LNKTYPE, link="escape/flag"), b""),
+        (info("./flaglink"), b"overwritten"),
+        (info("./escape/newfile"), b"new"),
+    ]
+    deb = make_deb(tmp_path, members)
+    with pytest.raises(UnsafePackage):
+        extract_deb(deb, dest)
+    assert flag.read_text() == "original"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flag", "out", "t.deb"]
 
 
 def test_selection_extracts_only_wanted_files(tmp_path: Path) -> None:
