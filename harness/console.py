@@ -15,6 +15,7 @@ import contextlib
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,30 +70,91 @@ class Match:
 
 
 class Transcript:
-    """A readable log: each line prefixed with seconds since the VM started."""
+    """A readable log: each line prefixed with seconds since the VM started.
 
-    def __init__(self, path: Path, t0: float):
+    Two guards, for a log that is attached to reports and kept in CI artifacts:
+    - secrets (a password the harness typed) are replaced by `<secret>`, the guest's own echo included,
+      even when one arrives split between two reads;
+    - size: the first `head_bytes` are written as they come, then only the last `tail_bytes` are kept
+      (written at close, after a line saying how much was cut), so a guest that floods its console
+      cannot fill the disk; memory holds the tail only.
+    """
+
+    HEAD_BYTES = 8 * 1024 * 1024
+    TAIL_BYTES = 2 * 1024 * 1024
+
+    def __init__(self, path: Path, t0: float, head_bytes: int = HEAD_BYTES, tail_bytes: int = TAIL_BYTES):
         self._file: TextIO = path.open("a", encoding="utf-8")
         self._t0 = t0
         self._at_line_start = True
+        self._held = ""
+        self.secrets: list[str] = []
+        self._head_left = head_bytes
+        self._tail_bytes = tail_bytes
+        self._tail: deque[str] = deque()
+        self._tail_size = 0
+        self.cut_bytes = 0
+        self.cut_lines = 0
+
+    def _stamp(self) -> str:
+        return f"[{time.monotonic() - self._t0:9.3f}] "
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "<secret>")
+        return text
+
+    def _emit(self, text: str) -> None:
+        """Write `text` (one line or a piece of one), or keep it in the tail once the head is full."""
+        size = len(text.encode("utf-8", errors="replace"))
+        if not self._tail and size <= self._head_left:
+            self._head_left -= size
+            self._file.write(text)
+            return
+        self._tail.append(text)
+        self._tail_size += size
+        while self._tail_size > self._tail_bytes and len(self._tail) > 1:
+            dropped = self._tail.popleft()
+            self._tail_size -= len(dropped.encode("utf-8", errors="replace"))
+            self.cut_bytes += len(dropped.encode("utf-8", errors="replace"))
+            self.cut_lines += dropped.endswith("\n")
+
+    def _piece(self, text: str) -> None:
+        self._emit((self._stamp() if self._at_line_start else "") + text)
+        self._at_line_start = text.endswith("\n")
 
     def write(self, text: str) -> None:
-        for piece in text.splitlines(keepends=True):
-            if self._at_line_start:
-                self._file.write(f"[{time.monotonic() - self._t0:9.3f}] ")
-            self._file.write(piece)
-            self._at_line_start = piece.endswith("\n")
+        """Output as it comes (a screen drawn without newlines is in the file at once), redacted; while
+        secrets are known, their length less one is held back, so one split between reads is caught."""
+        pending = self._redact(self._held + text)
+        keep = max((len(secret) for secret in self.secrets), default=1) - 1
+        self._held = ""
+        if keep > 0 and not pending.endswith("\n"):
+            pending, self._held = pending[:-keep], pending[-keep:]
+        for piece in pending.splitlines(keepends=True):
+            self._piece(piece)
         self._file.flush()
+
+    def _flush_held(self) -> None:
+        if self._held:
+            self._piece(self._held)
+            self._held = ""
 
     def note(self, text: str) -> None:
         """A harness remark (what was sent, why a wait ended), marked so it is not mistaken for output."""
-        if not self._at_line_start:
-            self._file.write("\n")
-        self._file.write(f"[{time.monotonic() - self._t0:9.3f}] ### {text}\n")
+        self._flush_held()
+        self._emit(("" if self._at_line_start else "\n") + f"{self._stamp()}### {self._redact(text)}\n")
         self._at_line_start = True
         self._file.flush()
 
     def close(self) -> None:
+        self._flush_held()
+        if self.cut_bytes:
+            self._file.write(f"{self._stamp()}### console.log cut here: {self.cut_bytes} bytes ({self.cut_lines} "
+                             f"lines) of the middle not kept; the last {self._tail_size} bytes follow\n")
+        self._file.writelines(self._tail)
+        self._tail.clear()
         self._file.close()
 
 
@@ -321,6 +383,13 @@ class Console:
 
     def sendline(self, line: str) -> None:
         self.send(line + self.line_ending)
+
+    def send_secret_line(self, secret: str) -> None:
+        """A line the transcript must not keep (a password): console.log says that a secret of so many
+        characters was sent, never what; a prompt that does not echo keeps it out of the output too."""
+        self._transcript.secrets.append(secret)
+        self._transcript.note(f"send <secret, {len(secret)} characters> + line ending")
+        self._spawn.send(secret + self.line_ending)
 
     # -- shell ---------------------------------------------------------------------------------
     def wait_shell(self, deadline: Deadline) -> None:

@@ -117,7 +117,10 @@ class Machine:
         self.qemu_version = ""
         self.end: MachineEnd | None = None  # set by stop()
         self._death_told = False  # a wait, a power-off or the caller has told someone why QEMU is gone
-        workdir.mkdir(parents=True, exist_ok=True)
+        # Private: console.log, QMP journals and VARS copies may hold what a guest printed or stored
+        # (keys, tokens); only this user reads them, whatever the umask.
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        workdir.chmod(0o700)
 
     # -- start ---------------------------------------------------------------------------------
     def _private_flash(self) -> MachineSpec:

@@ -140,8 +140,10 @@ def _wait_migration(machine: Machine, deadline: Deadline, what: str) -> dict[str
 
 
 def save(machine: Machine, folder: Path, deadline: Deadline) -> Snapshot:
-    """Save a running machine (started with `with_own_overlays`) into `folder`; the guest is left paused."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Save a running machine (started with `with_own_overlays`) into `folder`; the guest is left paused.
+    The folder is private (0700): a RAM dump holds whatever the guest had in memory."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
     started = time.monotonic()
     machine.qmp.execute("migrate-set-capabilities", {"capabilities": CAPABILITIES})
     machine.qmp.execute("migrate", {"uri": f"file:{folder / STATE}"})

@@ -73,4 +73,4 @@ def log_in(machine: Machine, login: Login, deadline: Deadline) -> None:
     machine.console.sendline(login.user)
     if login.password:
         machine.console.expect(PASSWORD_PROMPT, deadline, what="password prompt")
-        machine.console.sendline(login.password)
+        machine.console.send_secret_line(login.password)

@@ -153,3 +153,32 @@ def test_a_lease_is_read_back_from_the_kernel_view() -> None:
     restricted = parse_lease("eth0", "2: eth0    inet 10.0.2.15/24 scope global eth0\n#\n#\n", 0.5)
     assert restricted is not None and (restricted.gateway, restricted.dns) == ("", "")
     assert parse_lease("eth0", "#\n#\n", 0.5) is None
+
+
+def test_a_secret_never_reaches_the_transcript_even_split_between_reads(tmp_path: Path) -> None:
+    from harness.console import Transcript
+
+    log = tmp_path / "console.log"
+    transcript = Transcript(log, 0.0)
+    transcript.secrets.append("s3cret")
+    transcript.write("Password: s3")
+    transcript.write("cret\nok\n")
+    transcript.note("typed s3cret")
+    transcript.close()
+    text = log.read_text()
+    assert "s3cret" not in text and text.count("<secret>") == 2 and "ok" in text
+
+
+def test_a_flooding_console_keeps_its_head_and_tail_and_says_what_was_cut(tmp_path: Path) -> None:
+    from harness.console import Transcript
+
+    log = tmp_path / "console.log"
+    transcript = Transcript(log, 0.0, head_bytes=10_000, tail_bytes=5_000)
+    for number in range(100_000):
+        transcript.write(f"line {number}\n")
+    transcript.close()
+    text = log.read_text()
+    assert log.stat().st_size < 16_000
+    assert "line 0\n" in text and "line 99999\n" in text and "line 50000\n" not in text
+    cut = [line for line in text.splitlines() if "### console.log cut here" in line]
+    assert len(cut) == 1 and "bytes" in cut[0]

@@ -181,7 +181,13 @@ def test_login_answers_the_prompt_then_a_shell_must_answer(bootmatrix_vms, login
                 login={"user": "root", "password": "s3cret"}, bad=("Login incorrect",))
     guest = bootmatrix_vms(cell)
     assert guest.run("id -u") == ("0", 0)
-    assert "mybox login:" in (guest.workdir / "console.log").read_text()
+    transcript = (guest.workdir / "console.log").read_text()
+    assert "mybox login:" in transcript
+    # The password is a secret: neither console.log nor anything else in the VM's folder holds it, and
+    # the folder is this user's alone.
+    assert "### send <secret, 6 characters> + line ending" in transcript
+    assert not [p.name for p in guest.workdir.rglob("*") if p.is_file() and b"s3cret" in p.read_bytes()]
+    assert guest.workdir.stat().st_mode & 0o077 == 0
 
 
 def test_a_wrong_password_fails_at_once_on_a_bad_pattern(bootmatrix_vms, login_initrd: Path) -> None:
