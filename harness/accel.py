@@ -46,6 +46,18 @@ KVM_DEVICE = Path("/dev/kvm")
 HOST_GUEST_ARCH = host.name if (host := host_arch()) is not None else ""
 
 
+class BadSetting(MachineError):
+    """An environment setting of ours has a value we do not know: one line naming it."""
+
+
+def forced_accel() -> str | None:
+    """The accelerator BOOTMATRIX_ACCEL forces, if any; BadSetting for a value QEMU would be given blindly."""
+    forced = os.environ.get(ACCEL_ENV, "")
+    if forced and forced not in ("tcg", "kvm"):
+        raise BadSetting(f"{ACCEL_ENV}={forced!r}: give tcg or kvm (or leave it unset: the probe decides)")
+    return forced or None
+
+
 @dataclass(frozen=True)
 class AccelVerdict:
     kvm_usable: bool
@@ -204,7 +216,7 @@ def choose_accel(
     guest_arch: str, qemu: QemuInstall, cache_dir: Path, wanted: str = "auto", kernel: ProbeKernel | None = None
 ) -> tuple[str, str]:
     """(accelerator, why) for a guest of `guest_arch` on this host."""
-    forced = os.environ.get(ACCEL_ENV)
+    forced = forced_accel()
     if forced:
         return forced, f"forced by {ACCEL_ENV}"
     if wanted in ("tcg", "kvm"):

@@ -1,17 +1,20 @@
 """A host-side HTTP server for network tests, on 127.0.0.1 and a port the kernel picks.
 
 It serves generated payloads whose sha256 is known in advance, answers /status/<code> with that
-status, drops the connection on /drop, and records every request (including what guests POST), so a
+status, drops the connection on /drop, redirects what `redirects` names, sends a body without end on
+/endless and a payload slowly on /slow/<name>, and records every request (including what guests POST), so a
 test can assert both what the guest received and what it sent. A guest on QEMU user networking
 (restrict=off) reaches it at 10.0.2.2:<port>.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -31,6 +34,7 @@ class Request:
 class PayloadServer:
     def __init__(self) -> None:
         self.payloads: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}  # path -> Location, answered with 302
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         server = self
@@ -54,6 +58,32 @@ class PayloadServer:
                     self._record(0, 0)
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
+                    return
+                if path in server.redirects:
+                    self._record(302, 0)
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if path == "/endless":  # a body with no length and no end, until the client hangs up
+                    self._record(200, 0)
+                    self.send_response(200)
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        while True:
+                            self.wfile.write(b"\0" * 65536)
+                    return
+                if path.startswith("/slow/"):  # a payload at about 80 kB/s: a download that takes a while
+                    slow = server.payloads.get(path.removeprefix("/slow/"), b"")
+                    self._record(200, len(slow))
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(slow)))
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        for start in range(0, len(slow), 8192):
+                            self.wfile.write(slow[start:start + 8192])
+                            time.sleep(0.1)
                     return
                 if path.startswith("/status/"):
                     code = int(path.removeprefix("/status/"))

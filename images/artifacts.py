@@ -16,7 +16,6 @@ user wrote, say "cell[2].kernel") only names the artifact in errors.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,7 +24,7 @@ from images.debian.download import DownloadError, Wanted, download, pool
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, FetchError
 from images.debian.lock import LockedPackage, LockError, parse_package_spec
-from images.store import Store, file_sha256
+from images.store import Store, file_sha256, scratch_dir
 from images.tools import BuildError, run_tool
 
 RECIPE_VERSION = 1
@@ -42,6 +41,7 @@ class ArtifactSource:
     path: Path | None = None  # a local file (absolute, or relative to the process's folder)
     url: str | None = None
     sha256: str | None = None
+    size: int | None = None  # with url: bytes, when known (the download stops there)
     deb: str | None = None  # "name", "name:arch", "name=version" or "name:arch=version"
     member: str | None = None  # the file inside the package (with deb)
 
@@ -103,7 +103,7 @@ def resolve(source: ArtifactSource, what: str, store: Store, fetcher: DebianFetc
     if source.path is not None:
         return local(source.path, what)
     if source.url is not None:
-        return from_url(store, source.url, source.sha256 or "", what)
+        return from_url(store, source.url, source.sha256 or "", what, source.size)
     if source.deb is not None:
         if fetcher is None:
             raise ArtifactError(f"{what}: {source.describe()}: no Debian lock is available here")
@@ -124,15 +124,15 @@ def _file_name(url: str) -> str:
     return name if name and name not in (".", "..") else "artifact"
 
 
-def from_url(store: Store, url: str, sha256: str, what: str) -> Path:
+def from_url(store: Store, url: str, sha256: str, what: str, size: int | None = None) -> Path:
     """Download `url` once into the store, keyed by its sha256; a mismatch is refused and not stored."""
     name = _file_name(url)
 
     def build(content: Path) -> None:
-        with tempfile.TemporaryDirectory(dir=store.root / "tmp") as scratch:
+        with scratch_dir("artifact") as scratch:
             target = Path(scratch) / name
             try:
-                download(pool(), Wanted(url, target, None, sha256.lower()))
+                download(pool(), Wanted(url, target, size, sha256.lower()))
             except DownloadError as error:
                 raise BuildError(f"{what}: {error}", "download", str(error)) from error
             shutil.move(target, content / name)
@@ -198,7 +198,7 @@ def from_deb(store: Store, fetcher: DebianFetcher, spec: str, member: str, what:
     inputs["sha256"] = package.sha256
 
     def build(content: Path) -> None:
-        with tempfile.TemporaryDirectory(dir=store.root / "tmp") as scratch:
+        with scratch_dir("artifact") as scratch:
             written = extract_deb(deb, Path(scratch), lambda path: PurePosixPath(path) == wanted)
             source = Path(scratch) / wanted
             if not written or not source.exists():

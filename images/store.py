@@ -22,6 +22,7 @@ Layout under the root:
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -39,6 +41,7 @@ from typing import Any
 import platformdirs
 from filelock import FileLock
 
+from harness.paths import SPACE_ERRNOS, NoSpace, as_cannot_write, writing
 from images.tools import BuildError
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,28 @@ class CorruptEntry(Exception):
     pass
 
 
+NO_SPACE_WORDS = "No space left on device"  # how a build tool (cp, mkfs, go) says ENOSPC
+# The staging folder of the build running in this thread (Store._build): scratch_dir() folders go in it,
+# so what a killed build leaves is in the cache's tmp/, which the next Store cleans, not in /tmp.
+_staging: contextvars.ContextVar[Path | None] = contextvars.ContextVar("bootmatrix_staging", default=None)
+
+
+def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder for a recipe's intermediate files: inside the current build's staging folder
+    (the system's temporary folder outside a build)."""
+    return tempfile.TemporaryDirectory(prefix=f"bm-{prefix}-", dir=_staging.get())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class Entry:
     key: str
@@ -119,7 +144,13 @@ class Entry:
         return self.root / "manifest.json"
 
     def manifest(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.manifest_path.read_text())
+        """The entry's manifest; CorruptEntry when it is not the object the store wrote."""
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as error:
+            raise CorruptEntry(f"manifest.json is not JSON: {error}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("content_sha256"), str):
+            raise CorruptEntry(f"manifest.json has the wrong shape ({type(data).__name__}, not the store's object)")
         return data
 
     def last_used(self) -> float:
@@ -136,8 +167,21 @@ class Store:
     def __init__(self, root: Path | None = None, lock_timeout: float = 3600.0):
         self.root = root or default_cache_root()
         self.lock_timeout = lock_timeout
-        for sub in ("entries", "locks", "tmp"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        with writing("the cache (BOOTMATRIX_CACHE)", self.root):
+            if self.root.exists() and not self.root.is_dir():
+                raise NotADirectoryError(20, "not a folder", str(self.root))
+            for sub in ("entries", "locks", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self._clean_leftovers()
+
+    def _clean_leftovers(self) -> None:
+        """Remove what builds killed mid-way left in tmp/: a staging folder (`<key>.<pid>.<id>`) whose
+        process is gone, or a discarded entry (`<key>.corrupt.<id>`) whose removal was cut short."""
+        for leftover in (self.root / "tmp").iterdir():
+            parts = leftover.name.split(".")
+            dead = len(parts) == 3 and (parts[1] == "corrupt" or (parts[1].isdigit() and not _pid_alive(int(parts[1]))))
+            if dead:
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def entry(self, key: str) -> Entry:
         return Entry(key, self.root / "entries" / key)
@@ -157,7 +201,7 @@ class Store:
             return None
         try:
             self._verify(entry)
-        except (CorruptEntry, OSError, ValueError, KeyError) as error:
+        except (CorruptEntry, OSError, ValueError, KeyError, TypeError) as error:
             log.warning("store entry %s (%s) failed verification, rebuilding: %s", entry.key, name, error)
             self._discard(entry)
             return None
@@ -211,33 +255,50 @@ class Store:
     def _build(self, entry: Entry, name: str, inputs: Mapping[str, Any], build: Builder) -> None:
         staging = self.root / "tmp" / f"{entry.key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         content = staging / "content"
-        content.mkdir(parents=True)
         started = time.monotonic()
+        token = _staging.set(staging)  # scratch_dir() folders of this build go inside it
         try:
             try:
-                build(content)
-            except BuildError as error:
-                raise BuildError(f"building {name}: {error}", error.tool, error.stderr) from error
-            except subprocess.CalledProcessError as error:  # a recipe's tool run without run_tool
-                words = (error.stderr or b"").decode(errors="replace") if isinstance(error.stderr, bytes) else (
-                    error.stderr or "")
-                raise BuildError(f"building {name}: {error}: {words.strip()[-2000:]}", str(error.cmd), words) from error
-            manifest = {
-                "name": name,
-                "key": entry.key,
-                "inputs": dict(inputs),
-                "content_sha256": tree_sha256(content),
-                "size": sum(p.lstat().st_size for p in content.rglob("*")),
-                "created": time.time(),
-                "build_seconds": round(time.monotonic() - started, 3),
-            }
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            os.rename(staging, entry.root)
-            self._stamp_verified(entry, str(manifest["content_sha256"]))
+                content.mkdir(parents=True)
+                self._run_build(build, name, content)
+                manifest = {
+                    "name": name,
+                    "key": entry.key,
+                    "inputs": dict(inputs),
+                    "content_sha256": tree_sha256(content),
+                    "size": sum(p.lstat().st_size for p in content.rglob("*")),
+                    "created": time.time(),
+                    "build_seconds": round(time.monotonic() - started, 3),
+                }
+                (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                os.rename(staging, entry.root)
+                self._stamp_verified(entry, str(manifest["content_sha256"]))
+            except OSError as error:  # a full disk, a read-only cache: one line naming the cache
+                space = error.errno in SPACE_ERRNOS
+                problem = as_cannot_write(error, f"building {name}", self.root if space else None)
+                if problem is None:
+                    raise
+                raise problem from error
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if entry.root.exists() and not (entry.root / "verified.json").exists():
+                shutil.rmtree(entry.root, ignore_errors=True)  # renamed, never stamped: not kept half-made
             raise
+        finally:
+            _staging.reset(token)
         log.info("built store entry %s (%s) in %.1f s", entry.key[:12], name, time.monotonic() - started)
+
+    def _run_build(self, build: Builder, name: str, content: Path) -> None:
+        try:
+            build(content)
+        except BuildError as error:
+            if NO_SPACE_WORDS in error.stderr or NO_SPACE_WORDS in str(error):
+                raise NoSpace(f"building {name}", self.root) from error
+            raise BuildError(f"building {name}: {error}", error.tool, error.stderr) from error
+        except subprocess.CalledProcessError as error:  # a recipe's tool run without run_tool
+            words = (error.stderr or b"").decode(errors="replace") if isinstance(error.stderr, bytes) else (
+                error.stderr or "")
+            raise BuildError(f"building {name}: {error}: {words.strip()[-2000:]}", str(error.cmd), words) from error
 
     def _discard(self, entry: Entry) -> None:
         aside = self.root / "tmp" / f"{entry.key}.corrupt.{uuid.uuid4().hex[:8]}"
@@ -258,11 +319,16 @@ class Store:
         cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
         for entry in self.entries():
             with self.lock(entry.key):
+                if not entry.manifest_path.exists():  # another prune took it while we waited for the lock
+                    continue
                 if cutoff is None or entry.last_used() < cutoff:
                     self._discard(entry)
                     removed.append(entry)
         stale = time.time() - 3600  # a build still running in tmp/ is younger than this
         for leftover in (self.root / "tmp").iterdir():
-            if leftover.lstat().st_mtime < stale:
-                shutil.rmtree(leftover, ignore_errors=True)
+            try:
+                if leftover.lstat().st_mtime < stale:
+                    shutil.rmtree(leftover, ignore_errors=True)
+            except FileNotFoundError:  # another prune removed it first
+                continue
         return removed

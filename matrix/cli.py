@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -36,13 +37,16 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from arches import NAMES
-from harness.accel import clear_verdicts
+from harness.accel import BadSetting, clear_verdicts, forced_accel
 from harness.hostinfo import VM_MEMORY_BUDGET, memory_available_bytes
 from harness.interactive import attach
+from harness.machine import live_machines
+from harness.paths import CannotWrite, as_cannot_write, writable_folder, writing
 from harness.timeline import BOOT_PHASES, Phase
 from images.artifacts import artifact_set
 from images.debian.apt import AptError
@@ -60,10 +64,10 @@ from images.debian.lock import (
     resolve_lock,
 )
 from images.debian.mirror import MirrorNotFound, find_mirror
-from images.store import Store
+from images.store import CorruptEntry, Store
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
 from matrix.firmware import DISK, EFI, FIRMWARE_NAMES, KERNEL, default_firmware
-from matrix.history import Gate, History, Metric, Row, check_gate
+from matrix.history import Gate, History, HistoryError, Metric, Row, check_gate
 from matrix.kinds import RunCheck, kind_of
 from matrix.lab import CellError, Lab
 from matrix.model import (
@@ -105,18 +109,37 @@ def _artifact_cell(args: argparse.Namespace) -> Cell | None:
         user, _, password = args.login.partition(":")
         login = {"user": user, "password": password}
     values = {key: getattr(args, key) for key in ARTIFACT_KEYS} | {
-        "arch": arch, "firmware": firmware, "append": args.append, "ready": args.ready, "login": login,
-        "bad": tuple(args.bad), "console": args.console_device, "machine_options": tuple(args.machine_option),
-        "timeout": args.timeout, "name": args.name, "memory_mib": args.memory, "smp": args.smp,
+        "arch": arch, "firmware": firmware, "append": args.append or "", "ready": args.ready, "login": login,
+        "bad": tuple(args.bad or ()), "console": args.console_device,
+        "machine_options": tuple(args.machine_option or ()),
+        "timeout": args.timeout, "name": args.name, "memory_mib": 512 if args.memory is None else args.memory,
+        "smp": 1 if args.smp is None else args.smp,
     }
     return cell_from_options(values, Path.cwd())
 
 
+# Options that describe a cell of the user's own artifact; with a matrix file they would change nothing.
+OWN_CELL_OPTIONS = ("firmware", "append", "ready", "login", "bad", "console_device", "machine_option", "timeout",
+                    "name", "memory", "smp")
+
+
 def _cells(args: argparse.Namespace) -> list[Cell]:
+    for arch in args.arch:
+        if arch not in NAMES:
+            raise MatrixError(f"command line: --arch {arch!r} is not one of {', '.join(NAMES)}")
     own = _artifact_cell(args) if hasattr(args, "kernel") else None
     if own is not None:
         return [own]
-    return select(load_matrix(args.matrix), args.arch or None, args.cell or None)
+    if hasattr(args, "kernel"):
+        stray = [f"--{key.replace('_', '-')}" for key in OWN_CELL_OPTIONS if getattr(args, key, None) not in (None, [])]
+        if stray:
+            raise MatrixError(
+                f"command line: {', '.join(stray)} describe a cell of your own artifact (--kernel, --iso, --disk, "
+                f"--efi); with the matrix file {args.matrix} they would change nothing: set the cell's keys in it")
+    cells = select(load_matrix(args.matrix), args.arch or None, args.cell or None)
+    if not cells:
+        raise MatrixError(f"{args.matrix}: no cell matches --arch {' --arch '.join(args.arch)}")
+    return cells
 
 
 def _add_artifact_options(command: argparse.ArgumentParser) -> None:
@@ -127,16 +150,16 @@ def _add_artifact_options(command: argparse.ArgumentParser) -> None:
                        help="firmware of the arch (default: direct kernel boot, or the disk/UEFI one)")
     for key in ARTIFACT_KEYS:
         group.add_argument(f"--{key}", metavar="PATH", help=f"{key} file (relative to this folder)")
-    group.add_argument("--append", default="", help="kernel command line (console=<the arch's serial> is added)")
+    group.add_argument("--append", help="kernel command line (console=<the arch's serial> is added)")
     group.add_argument("--ready", help="regex that means booted (default: a shell answers)")
     group.add_argument("--login", metavar="USER[:PASSWORD]", help="log in at a login: prompt, then expect a shell")
-    group.add_argument("--bad", action="append", default=[], metavar="REGEX", help="fail at once on this output")
+    group.add_argument("--bad", action="append", metavar="REGEX", help="fail at once on this output")
     group.add_argument("--console-device", help="the kernel's console device (\"\" for no console= option)")
-    group.add_argument("--machine-option", action="append", default=[], help="added to -machine, e.g. acpi=off")
+    group.add_argument("--machine-option", action="append", help="added to -machine, e.g. acpi=off")
     group.add_argument("--timeout", type=float, help="seconds to readiness before it is a hang")
     group.add_argument("--name", help="the cell id's last part")
-    group.add_argument("--memory", type=int, default=512, help="MiB of guest memory")
-    group.add_argument("--smp", type=int, default=1)
+    group.add_argument("--memory", type=int, help="MiB of guest memory (default 512)")
+    group.add_argument("--smp", type=int, help="virtual CPUs (default 1)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -254,6 +277,36 @@ def auto_jobs() -> int:
     return cores if available is None else max(1, min(cores, int(available // VM_MEMORY_BUDGET)))
 
 
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is: the run stops and reports."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def new_folder(parent: Path, prefix: str, what: str) -> Path:
+    """A folder of its own for this run under `parent`: `<prefix>-<time>`, or `-2`, `-3`, ... when another
+    run started in the same second (mkdir is atomic: two runs never share one)."""
+    writable_folder(parent, what)
+    stem = f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for number in range(1, 1000):
+        candidate = parent / (stem if number == 1 else f"{stem}-{number}")
+        try:
+            with writing(what, candidate):
+                candidate.mkdir()
+        except CannotWrite as error:
+            if isinstance(error.__cause__, FileExistsError):
+                continue
+            raise
+        return candidate
+    raise CannotWrite(what, parent / stem, "a thousand runs started in the same second")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cells = _cells(args)
     if args.dry_run:
@@ -263,8 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     checks = {cell.id: None if args.no_gates else kind_of(cell).run_check(cell, args.matrix) for cell in cells}
     history = None if args.no_history else History(args.history)
     run = uuid.uuid4().hex
-    folder = args.results / datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = new_folder(args.results, "run", "--results")
     lab = Lab(locked=args.locked or None)
     jobs = auto_jobs() if args.jobs == "auto" else int(args.jobs)
     started = time.monotonic()
@@ -273,24 +325,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     def one(cell: Cell) -> CellRow:
         try:
             row = _run_cell(lab, cell, folder, checks[cell.id])
+        except CannotWrite as error:
+            row = CellRow(cell.id, "fail", str(error))
         except Exception as error:  # noqa: BLE001 - an unexpected error fails this cell alone, with its words
-            row = CellRow(cell.id, "fail", f"unexpected {type(error).__name__}: {error}")
-        with history_lock:  # one writer of the history at a time
-            _judge(history, gates, run, row, checks[cell.id])
-        if row.milestones and row.workdir:
-            Path(row.workdir, "timeline.svg").write_text(timeline_svg(cell.id, row.milestones))
+            problem = as_cannot_write(error, cell.id) if isinstance(error, OSError) else None
+            row = CellRow(cell.id, "fail", str(problem) if problem else f"unexpected {type(error).__name__}: {error}")
+        try:
+            with history_lock:  # one writer of the history at a time
+                _judge(history, gates, run, row, checks[cell.id])
+            if row.milestones and row.workdir:
+                Path(row.workdir, "timeline.svg").write_text(timeline_svg(cell.id, row.milestones))
+        except Exception as error:  # noqa: BLE001 - a cell's report must not take the run down
+            row.gates.append(f"recording the result failed: {type(error).__name__}: {error}")
         out.log(f"{cell.id}: {row.result}" + (" (gate breach)" if row.gates else ""))
         return row
 
+    interrupted: str | None = None
+    finished: set[int] = set()  # the cells done when an interruption came: their rows stand
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    pool = ThreadPoolExecutor(max_workers=jobs)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=out, transient=True) as progress:
-        task = progress.add_task(f"fetching, building, booting ({jobs} at a time)", total=len(cells))
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+    futures = []
+    try:
+        with Progress(*columns, console=out, transient=True) as progress:
+            task = progress.add_task(f"fetching, building, booting ({jobs} at a time)", total=len(cells))
             futures = [pool.submit(one, cell) for cell in cells]
             for future in futures:
                 future.add_done_callback(lambda _: progress.advance(task))
-            rows = [future.result() for future in futures]  # in the matrix file's order
+            for future in futures:
+                future.result()
+    except (KeyboardInterrupt, Interrupted) as stop:
+        interrupted = stop.args[0] if isinstance(stop, Interrupted) else "SIGINT"
+        finished = {index for index, future in enumerate(futures) if future.done()}
+        pool.shutdown(wait=False, cancel_futures=True)
+        for machine in live_machines():  # a boot in progress ends now; its cell is reported interrupted
+            machine.kill()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if interrupted is None:
+        pool.shutdown()
+    rows = [future.result() if interrupted is None or index in finished else
+            CellRow(cell.id, "interrupted", f"the run was interrupted ({interrupted}) before this cell finished")
+            for index, (cell, future) in enumerate(zip(cells, futures, strict=True))]
+    _print_table(cells, rows)
+    breaches = [b for row in rows for b in row.gates]
+    for breach in breaches:
+        out.print(f"[red]{escape(breach)}[/]")
+    drift = [str(m) for m in lab.drift()]
+    for line in drift:
+        out.print(f"[yellow]not the locked version (re-resolved: the locked file is gone): {line}[/]")
+    summary = {"run": run, "cells": [row.as_json() for row in rows], "seconds": round(time.monotonic() - started, 1),
+               "jobs": jobs, "history": str(history.path) if history else None, "package_drift": drift,
+               "interrupted": interrupted}
+    with writing("--results", folder):
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (folder / "junit.xml").write_text(junit_xml("bootmatrix run", [row.as_json() for row in rows]))
+    out.print(f"Report: {folder} (summary.json, junit.xml, <cell>/console.log, argv.txt, timeline.svg)")
+    if interrupted is not None:
+        out.print(f"[red]interrupted by {interrupted}: cells not finished are reported as interrupted[/]")
+        return 128 + (signal.SIGTERM if interrupted == "SIGTERM" else signal.SIGINT)
+    return 0 if rows and all(row.passed for row in rows) else 1
+
+
+def _print_table(cells: list[Cell], rows: list[CellRow]) -> None:
     extra = sorted({kind_of(cell).summary_column for cell in cells} - {""})
     table = Table("cell", "result", *(f"{PHASE_COLUMNS[p]} s" for p in BOOT_PHASES), *extra, "accel", "QEMU", "reason",
                   title="bootmatrix run: seconds from QEMU start to each milestone")
@@ -300,20 +398,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         own = kind_of(cell).summary_column
         table.add_row(row.cell, f"[{colour}]{row.result}[/]", *(_seconds(row.milestones.get(p)) for p in BOOT_PHASES),
                       *(row.check_summary if column == own else "-" for column in extra), row.accel,
-                      f"{row.qemu} {row.qemu_version}".strip(), reason)
+                      f"{row.qemu} {row.qemu_version}".strip(), escape(reason))
     out.print(table)
-    breaches = [b for row in rows for b in row.gates]
-    for breach in breaches:
-        out.print(f"[red]{breach}[/]")
-    drift = [str(m) for m in lab.drift()]
-    for line in drift:
-        out.print(f"[yellow]not the locked version (re-resolved: the locked file is gone): {line}[/]")
-    summary = {"run": run, "cells": [row.as_json() for row in rows], "seconds": round(time.monotonic() - started, 1),
-               "jobs": jobs, "history": str(history.path) if history else None, "package_drift": drift}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (folder / "junit.xml").write_text(junit_xml("bootmatrix run", [row.as_json() for row in rows]))
-    out.print(f"Report: {folder} (summary.json, junit.xml, <cell>/console.log, argv.txt, timeline.svg)")
-    return 0 if rows and all(row.passed for row in rows) else 1
 
 
 # The run table's column of each boot phase.
@@ -330,7 +416,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         if not args.cell_id:
             raise MatrixError("give a cell id (see `bootmatrix list`) or your own artifact (--kernel, --iso, ...)")
         cell = select(load_matrix(args.matrix), None, [args.cell_id])[0]
-    folder = args.results / datetime.now().strftime("console-%Y%m%d-%H%M%S")
+    folder = new_folder(args.results, "console", "--results")
     lab = Lab(locked=args.locked or None)
     try:
         machine, record = lab.machine(cell, folder / cell.id)
@@ -380,7 +466,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 2
     baseline_set, candidate_set = args.firmware_set
     cells = [c for c in _cells(args) if needs_firmware_set(c)]
-    folder = args.results / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
+    folder = new_folder(args.results, "compare", "--results")
     lab = Lab(locked=args.locked or None)
     table = Table("cell", baseline_set, candidate_set, f"{baseline_set} fw s", f"{candidate_set} fw s", "ratio",
                   f"{baseline_set} ready s", f"{candidate_set} ready s", "verdict",
@@ -483,7 +569,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.action == "list":
         table = Table("key", "name", "size", "built", "last used", title=str(store.root))
         for entry in store.entries():
-            manifest = entry.manifest()
+            try:
+                manifest = entry.manifest()
+            except CorruptEntry as error:
+                table.add_row(entry.key[:16], f"[red]damaged: {error} (rebuilt when next used)[/]", "-", "-", "-")
+                continue
             table.add_row(
                 entry.key[:16], str(manifest["name"]), f"{int(manifest['size']) / 1e6:.1f} MB",
                 datetime.fromtimestamp(float(manifest["created"])).strftime("%Y-%m-%d %H:%M"),
@@ -497,6 +587,22 @@ def cmd_cache(args: argparse.Namespace) -> int:
     verdicts = clear_verdicts(store.root / "accel", None if args.all else args.older_than)
     out.print(f"removed {len(verdicts)} cached KVM verdict(s)")
     return 0
+
+
+def _at_least_one(value: str) -> int:
+    if not value.lstrip("-").isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number, 1 or more")
+    return int(value)
+
+
+def _days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of days, 0 or more") from None
+    if not days >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of days, 0 or more")
+    return days
 
 
 def _jobs(value: str) -> str:
@@ -535,7 +641,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("matrix", nargs="?", type=Path, default=DEFAULT_MATRIX)
     compare.add_argument("--firmware-set", action="append", default=[], choices=list(FIRMWARE_SETS),
                          help="twice: the baseline, then the candidate")
-    compare.add_argument("--repeat", type=int, default=3, help="boots per cell and set (medians are compared)")
+    compare.add_argument("--repeat", type=_at_least_one, default=3,
+                         help="boots per cell and set (medians are compared)")
     compare.add_argument("--cell", action="append", default=[])
     compare.add_argument("--arch", action="append", default=[])
     compare.add_argument("--results", type=Path, default=Path("results"))
@@ -560,7 +667,7 @@ def parser() -> argparse.ArgumentParser:
     lock.set_defaults(func=cmd_lock)
     cache = sub.add_parser("cache")
     cache.add_argument("action", choices=["list", "prune"])
-    cache.add_argument("--older-than", type=float, default=30.0, metavar="DAYS")
+    cache.add_argument("--older-than", type=_days, default=30.0, metavar="DAYS")
     cache.add_argument("--all", action="store_true")
     cache.set_defaults(func=cmd_cache)
     return top
@@ -570,10 +677,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return int(args.func(args))
-    except (MatrixError, MirrorNotFound, AptError, LockError) as error:
-        out.print(f"[red]error:[/] {error}", soft_wrap=True, highlight=False)  # one line each, however long
+        forced_accel()  # a bad BOOTMATRIX_ACCEL is a usage error before anything is built
+        code = int(args.func(args))
+    except (MatrixError, MirrorNotFound, AptError, LockError, CannotWrite, HistoryError, BadSetting) as error:
+        # One line each, however long; the words are the user's (a regex's brackets are not markup).
+        out.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
         return 2
+    except KeyboardInterrupt:  # outside a run's cells (loading, a lock, a prune): no traceback, nothing to report
+        out.print("[red]interrupted[/]")
+        return 130
+    if code in (130, 143) and args.command == "run":
+        # Cells still building in worker threads must not hold the exit: the report is written, VMs
+        # are killed; build scratch folders are cleaned by the next run (images/store.py).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

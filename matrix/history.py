@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -38,6 +39,9 @@ import platformdirs
 from filelock import FileLock
 
 from harness.hostinfo import host_facts
+from harness.paths import CannotWrite, writing
+
+log = logging.getLogger(__name__)
 
 HISTORY_ENV = "BOOTMATRIX_HISTORY"
 
@@ -128,24 +132,50 @@ class Row:
     config: str
 
 
+class HistoryError(Exception):
+    """A history file the user named cannot be used (damaged, not a database)."""
+
+
 class History:
     def __init__(self, path: Path | None = None):
+        """`path` None: the default history, which is set aside (renamed, never deleted) and started
+        again when it is damaged, with a warning, so a corrupt file blocks no run. A history the user
+        named that is damaged or cannot be written is HistoryError, one line naming it."""
         self.path = path or default_history_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.host = host_fingerprint()
-        # One process sets the file up (WAL mode, schema, migration) while the others wait: switching the
-        # journal mode is refused at once, not retried, while another connection is using the file.
-        with FileLock(str(self.path) + ".lock", timeout=120):
-            db = sqlite3.connect(self.path, timeout=60)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                with db:
-                    db.executescript(SCHEMA)
-                    columns = {row[1] for row in db.execute("PRAGMA table_info(metrics)")}
-                    if "config" not in columns:  # a history from before configurations were recorded
-                        db.execute("ALTER TABLE metrics ADD COLUMN config TEXT NOT NULL DEFAULT ''")
-            finally:
-                db.close()
+        try:
+            self._set_up()
+        except sqlite3.DatabaseError as error:
+            if path is not None:
+                raise HistoryError(f"history {self.path}: not a usable metric history ({error})") from None
+            aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(self.path, aside)
+            log.warning("the metric history %s was damaged (%s): moved it to %s and started a new one",
+                        self.path, error, aside)
+            self._set_up()
+
+    def _set_up(self) -> None:
+        with writing("history", self.path):
+            if self.path.is_dir():
+                raise CannotWrite("history", self.path, "it is a folder, not a file")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One process sets the file up (WAL mode, schema, migration) while the others wait: switching
+            # the journal mode is refused at once, not retried, while another connection is using the file.
+            with FileLock(str(self.path) + ".lock", timeout=120):
+                db = sqlite3.connect(self.path, timeout=60)
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    with db:
+                        db.executescript(SCHEMA)
+                        columns = {row[1] for row in db.execute("PRAGMA table_info(metrics)")}
+                        if "config" not in columns:  # a history from before configurations were recorded
+                            db.execute("ALTER TABLE metrics ADD COLUMN config TEXT NOT NULL DEFAULT ''")
+                except sqlite3.OperationalError as error:  # read-only file or folder, not a database issue
+                    if "readonly" in str(error) or "unable to open" in str(error):
+                        raise CannotWrite("history", self.path, str(error)) from None
+                    raise
+                finally:
+                    db.close()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

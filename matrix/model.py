@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arches import NAMES
 from images.debian.lock import DEFAULT_SUITE, FIRMWARE_SUITES
@@ -60,6 +60,7 @@ class Artifact(BaseModel):
     path: str | None = None
     url: str | None = None
     sha256: str | None = None
+    size: int | None = Field(None, gt=0)  # bytes, with url: the download stops there (else at a cap)
     deb: str | None = None
     image: Literal["minimal"] | None = None
 
@@ -80,6 +81,10 @@ class Artifact(BaseModel):
             raise ValueError("url needs sha256 = \"<64 hex digits>\" (the download is verified against it)")
         if self.sha256 is not None and self.url is None:
             raise ValueError("sha256 applies to url only")
+        if self.size is not None and self.url is None:
+            raise ValueError("size applies to url only")
+        if self.url is not None and not re.match(r"(?i)^https?://", self.url):
+            raise ValueError(f"url {self.url!r}: only http:// and https:// URLs are fetched")
         if self.deb is not None and not self.path:
             raise ValueError("deb needs path, the file inside the package (e.g. path = \"usr/lib/ipxe/ipxe.iso\")")
         return self
@@ -110,6 +115,16 @@ BOOT_ARTIFACTS = {"kernel": "direct", "iso": "iso", "disk": "disk", "efi": "efi"
 ARTIFACT_KEYS = ("kernel", "initrd", "dtb", "iso", "disk", "efi", "code", "vars", "bios")
 
 
+def _regex(pattern: str) -> str:
+    """A pattern the console will search for: refused here, naming the key, when it does not compile
+    (not when the second cell of a run reaches it)."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"{pattern!r} is not a valid regular expression: {error}") from None
+    return pattern
+
+
 def _known_image(value: str) -> str:
     from matrix.kinds import names
 
@@ -129,8 +144,8 @@ class Cell(BaseModel):
     firmware_set: Annotated[str, one_of(list(FIRMWARE_SETS), "firmware_set")] = DEFAULT_FIRMWARE_SET
     qemu: Literal["pinned", "host"] = "pinned"
     accel: Literal["auto", "tcg", "kvm"] = "auto"
-    memory_mib: int = Field(512, ge=64, le=16384)
-    smp: int = Field(1, ge=1, le=8)
+    memory_mib: int = Field(512, ge=64, le=16384, strict=True)  # strict: `smp = true` is not 1
+    smp: int = Field(1, ge=1, le=8, strict=True)
     append: str = ""
     # Bring your own artifact (README "Bring your own image"): a cell with one of kernel/iso/disk/efi
     # boots the user's file instead of this project's images.
@@ -175,6 +190,16 @@ class Cell(BaseModel):
 
         kind_of(self).check(self)  # what the image kind itself can boot (matrix/kinds/)
         return self
+
+    @field_validator("ready")
+    @classmethod
+    def _ready_compiles(cls, value: str | None) -> str | None:
+        return value if value is None else _regex(value)
+
+    @field_validator("bad")
+    @classmethod
+    def _bad_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_regex(pattern) for pattern in value)
 
     @property
     def artifact_cell(self) -> bool:
@@ -246,11 +271,26 @@ def load_matrix_file(path: Path) -> tuple[list[Cell], dict[str, GateSpec]]:
     return cells, gates
 
 
+def gate_metrics() -> set[str]:
+    """The metrics a `[gates.<metric>]` table may name: each boot phase's time, and what the image kinds
+    registered now measure (matrix/kinds/)."""
+    from harness.timeline import BOOT_PHASES
+    from matrix.kinds import registered
+
+    return {f"t_{phase}" for phase in BOOT_PHASES} | {m for kind in registered() for m in kind.metrics}
+
+
 def _load(path: Path) -> tuple[list[Cell], dict[str, GateSpec], CompileBudget | None]:
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MatrixError(f"{path}: no such matrix file") from None
+    except IsADirectoryError:
+        raise MatrixError(f"{path}: is a folder, not a matrix file") from None
+    except UnicodeDecodeError as error:
+        raise MatrixError(f"{path}: not UTF-8 text (byte {error.start}): a matrix file is TOML") from None
+    except OSError as error:  # a symlink loop, permission denied, ...
+        raise MatrixError(f"{path}: cannot be read: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise MatrixError(f"{path}: not valid TOML: {error}") from None
     try:
@@ -259,6 +299,10 @@ def _load(path: Path) -> tuple[list[Cell], dict[str, GateSpec], CompileBudget | 
         raise MatrixError(_format(path, error)) from None
     for index, module in enumerate(document.imports):
         _import_kinds(path.parent / module, f"{path}: imports[{index}]")
+    known = gate_metrics()
+    for metric in document.gates:
+        if metric not in known:
+            raise MatrixError(f"{path}: gates.{metric}: not a metric a run records (known: {', '.join(sorted(known))})")
     cells: list[Cell] = []
     for index, values in enumerate(document.cell):
         merged = {**document.defaults, **values}
@@ -297,9 +341,14 @@ def with_local_paths(cell: Cell, folder: Path, where: str, key_format: str = "{w
         if absolute.path is not None and absolute.deb is None and not Path(absolute.path).is_file():
             given = f" (given as {artifact.path!r})" if artifact.path != absolute.path else ""
             name = key_format.format(where=where, key=key)
-            raise MatrixError(f"{name}: {absolute.path} does not exist{given}")
+            problem = "is a folder, not a file" if Path(absolute.path).is_dir() else "does not exist"
+            raise MatrixError(f"{name}: {absolute.path} {problem}{given}")
         update[key] = absolute
     return cell.model_copy(update=update) if update else cell
+
+
+# Cell keys whose command-line option is spelt otherwise (matrix/cli.py).
+OPTION_OF_KEY = {"memory_mib": "memory", "console": "console-device", "machine_options": "machine-option"}
 
 
 def cell_from_options(values: Mapping[str, object], folder: Path) -> Cell:
@@ -311,7 +360,8 @@ def cell_from_options(values: Mapping[str, object], folder: Path) -> Cell:
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            key = str(problem["loc"][0]).replace("_", "-") if problem["loc"] else ""
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            key = OPTION_OF_KEY.get(field, field.replace("_", "-"))
             message = problem["msg"].removeprefix("Value error, ")
             lines.append(f"command line: --{key}: {message}" if key else f"command line: {message}")
         raise MatrixError("\n".join(lines)) from None

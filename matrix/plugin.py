@@ -23,11 +23,13 @@ from typing import Any, NoReturn
 
 import pytest
 
+from harness.accel import BadSetting, forced_accel
 from harness.errors import MachineError
 from harness.guestnet import DEFAULT_DHCP
 from harness.hostinfo import VM_MEMORY_BUDGET, memory_available_bytes
 from harness.machine import Machine, live_machines
 from harness.net import Nic
+from harness.paths import CannotWrite, writable_folder
 from harness.payload_server import PayloadServer
 from harness.qemu import watch_launches
 from harness.spec import MachineSpec
@@ -151,6 +153,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "bootmatrix_option(name): collect the test only when this command-line option is given (it is "
         "deselected otherwise, not skipped), e.g. bootmatrix_option('--bootmatrix-baseline-set')",
     )
+    # Settings a session cannot run with are usage errors, one line each, before anything is collected.
+    try:
+        forced_accel()
+        if config.getoption("--bootmatrix-results", None) is not None:
+            writable_folder(results_root(config), "--bootmatrix-results")
+    except (BadSetting, CannotWrite) as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

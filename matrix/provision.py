@@ -10,6 +10,8 @@ and the pytest plugin each turn it into an outcome in one place.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from arches import ARCHES, NAMES
+from harness.paths import CannotWrite
 from harness.qemu import QemuInstall
 from images.artifacts import ArtifactError, ArtifactSource, checked_disk, efi_disk, resolve
 from images.debian.fetch import DebianFetcher, FetchError, Moved
@@ -36,6 +39,7 @@ from matrix.kinds import kind_of
 from matrix.model import DEFAULT_FIRMWARE_SET, Cell
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # What makes a build "cannot run here" rather than broken: the network or mirror, a missing host tool.
 CANNOT_RUN_HERE = (FetchError, MirrorNotFound, ToolMissing)
 
@@ -73,6 +77,18 @@ def cell_errors(cell: Cell) -> Iterator[None]:
                          str(error)) from error
     except ArtifactError as error:
         raise CellBroken(str(error).splitlines()[0], str(error)) from error
+    except CannotWrite as error:  # a full disk, a read-only cache: the host's state, said in one line
+        raise Unavailable(f"{cell.id}: {error}") from error
+
+
+def _gone(value: object, depth: int = 0) -> bool:
+    """Whether a built value names a file or folder that no longer exists (its Path fields, one or two
+    dataclasses deep)."""
+    if isinstance(value, Path):
+        return not value.exists()
+    if depth < 2 and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_gone(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value))
+    return False
 
 
 class Provisioner:
@@ -91,6 +107,11 @@ class Provisioner:
         with self._locks_lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
+            if key in self._built and _gone(self._built[key]):
+                # Its files were removed under us (`cache prune` during a run, a shared CI cache):
+                # build it again rather than hand out paths that are not there.
+                log.warning("%s: its files are gone from the cache; building it again", key)
+                del self._built[key]
             if key not in self._built:
                 try:
                     self._built[key] = build()
@@ -175,7 +196,7 @@ class Provisioner:
             fetcher = self.fetcher() if artifact.deb is not None else None
             source = ArtifactSource(
                 path=Path(artifact.path) if artifact.path is not None and artifact.deb is None else None,
-                url=artifact.url, sha256=artifact.sha256, deb=artifact.deb,
+                url=artifact.url, sha256=artifact.sha256, size=artifact.size, deb=artifact.deb,
                 member=artifact.path if artifact.deb is not None else None,
             )
             files[key] = resolve(source, what, self.store, fetcher, self.debian_arch(cell.arch))

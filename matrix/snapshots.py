@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from harness.qemu import QemuInstall
 from harness.snapshot import Snapshot, SnapshotError, fingerprint_key, nic_placeholders, resume, save, with_own_overlays
 from harness.spec import MachineSpec
 from harness.timeline import Phase
-from images.store import Store
+from images.store import Store, scratch_dir
 from matrix.boot import boot, boot_timeline
 from matrix.kinds import Readiness
 from matrix.model import Cell
@@ -42,7 +41,7 @@ def build_snapshot(store: Store, qemu: QemuInstall, cell: Cell, spec: MachineSpe
     epoch) just before the save."""
 
     def build(content: Path) -> None:
-        with tempfile.TemporaryDirectory(dir=store.root / "tmp") as scratch:
+        with scratch_dir("snapshot") as scratch:
             work = Path(scratch)
             build_spec, keep = nic_placeholders(spec)
             build_spec = with_own_overlays(build_spec, work)

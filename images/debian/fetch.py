@@ -213,9 +213,10 @@ class DebianFetcher:
             # on each other in a cycle.
             package = by_dest[wanted.dest]
             with FileLock(str(self.locks / f"{wanted.dest.name}.lock"), timeout=3600):
+                # A cached file that fails the lock's hash is not used, and not deleted either: the
+                # download replaces it only once verified bytes arrived (when the lock itself was
+                # edited wrongly, the good file of a shared debs/ folder survives the refused download).
                 needed = not self.verified(package)
-                if needed:
-                    wanted.dest.unlink(missing_ok=True)  # a file that failed its hash is never kept
                 yield needed
                 if needed and wanted.dest.exists():
                     self._write_stamp(package)

@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ from images.debian.lock import GO_SRC_SET, GO_VERSION, GUEST_DEBIAN_ARCH, STICK_
 from images.recipes import stick as stick_module
 from images.recipes.minimal import MinimalImage, build_minimal
 from images.recipes.stick import file_size, stick_files, stick_tools, write_stick
-from images.store import Store
+from images.store import Store, scratch_dir
 from images.tools import run_tool
 
 RECIPE_VERSION = 4
@@ -114,7 +113,7 @@ def build_go_root(store: Store, fetcher: DebianFetcher) -> GoRoot:
         toolchains = {arch: debs[name][0] for arch, name in go_sets.items()}
         ((_, source_deb),) = debs[GO_SRC_SET]
         goroot = content / "go"
-        with tempfile.TemporaryDirectory(prefix="bm-go-") as tmp:
+        with scratch_dir("go") as tmp:
             scratch = Path(tmp)
             extract_deb(source_deb, scratch / "src", lambda p: p.startswith(f"{share}/src/"))
             for guest_arch, (_, deb) in sorted(toolchains.items()):
@@ -262,7 +261,7 @@ def build_programs(store: Store, go_root: GoRoot) -> Path:
               "sources": sources_digest()}
 
     def build(content: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="bm-goprog-") as tmp:
+        with scratch_dir("goprog") as tmp:
             tree = Path(tmp) / "src"
             write_guest_sources(tree)
             build_on_host(go_root, tree, Path(tmp), {
@@ -372,7 +371,7 @@ def build_gosource_image(
         }
 
     def build(content: Path, debs: Debs) -> None:
-        with tempfile.TemporaryDirectory(prefix="bm-gosource-") as tmp, stick_tools(debs[STICK_TOOLS_SET]) as tools:
+        with scratch_dir("gosource") as tmp, stick_tools(debs[STICK_TOOLS_SET]) as tools:
             files, left_out = root_files(go_root, programs, plans, _shell_files(debs, Path(tmp)))
             files.update(stick_files(stage1, tools, uefi_only=False))
             write_stick(content / "stick.img", files, tools, uefi_only=False, directories=MOUNT_POINTS)

@@ -12,7 +12,6 @@ import json
 import lzma
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from images.cpio import CpioArchive
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import busybox_set, kernel_set
-from images.store import Store
+from images.store import Store, scratch_dir
 
 RECIPE_VERSION = 1
 # Modules that give the guest a power button, so QMP system_powerdown works: evdev for busybox acpid,
@@ -122,7 +121,7 @@ def build_minimal(
 
     def build(content: Path, debs: Debs) -> None:
         ((_, kernel_deb),), ((_, busybox_deb),) = debs[kernel], debs[busybox]
-        with tempfile.TemporaryDirectory(prefix="bm-kernel-") as tmp:
+        with scratch_dir("kernel") as tmp:
             tree = Path(tmp)
             extract_kernel_files(kernel_deb, tree)
             kernel_path = sorted(tree.glob(ARCHES[arch].kernel_glob))[0]

@@ -25,7 +25,6 @@ import hashlib
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +34,7 @@ from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, LockedPackage
 from images.recipes.minimal import MinimalImage
-from images.store import Store
+from images.store import Store, scratch_dir
 from images.tools import host_tool, run_tool
 
 RECIPE_VERSION = 3
@@ -113,7 +112,7 @@ def write_stick(
     # (fewer FAT sectors and directory reads for the 15,000 files of the mostly-source root).
     cluster = 4096 if size_mib * (1 << 20) // 4096 >= 66_000 else SECTOR
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
-    with tempfile.TemporaryDirectory(prefix="bm-stick-") as tmp:
+    with scratch_dir("stick") as tmp:
         work = Path(tmp)
         part = work / "partition.img"
         run_tool(
@@ -153,7 +152,7 @@ def write_stick(
 @contextmanager
 def stick_tools(tool_debs: list[tuple[LockedPackage, Path]]) -> Iterator[Path]:
     """syslinux and systemd-boot unpacked in a temporary folder."""
-    with tempfile.TemporaryDirectory(prefix="bm-stick-tools-") as tmp:
+    with scratch_dir("stick-tools") as tmp:
         tools = Path(tmp)
         for _, deb in tool_debs:
             extract_deb(deb, tools, lambda p: p.startswith(("usr/bin/syslinux", "usr/lib/")))

@@ -22,7 +22,6 @@ import json
 import lzma
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from images.debian.lock import ISO_TOOLS_SET, STICK_TOOLS_SET, kernel_set
 from images.recipes.gosource import GoRoot, build_on_host, sources_digest, write_guest_sources
 from images.recipes.minimal import MinimalImage, extract_kernel_files, module_order
 from images.recipes.stick import EPOCH
-from images.store import Store
+from images.store import Store, scratch_dir
 from images.tools import host_tool, run_tool
 from images.uki import build_uki
 
@@ -83,7 +82,7 @@ def build_app(store: Store, go_root: GoRoot) -> Path:
               "sources": sources_digest(TINYBOOT_GO)}
 
     def build(content: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="bm-tinyapp-") as tmp:
+        with scratch_dir("tinyapp") as tmp:
             tree = Path(tmp) / "src"
             write_guest_sources(tree, TINYBOOT_GO)
             build_on_host(go_root, tree, Path(tmp), {
@@ -110,7 +109,7 @@ def _initramfs(app: Path, modules: list[tuple[str, bytes]]) -> tuple[bytes, dict
     for name, data in modules:
         archive.add_file(f"lib/modules/{name}", data)
     archive.add_file("lib/modules/load-order", "".join(f"{name}\n" for name, _ in modules).encode())
-    with tempfile.TemporaryDirectory(prefix="bm-tinyinitrd-") as tmp:
+    with scratch_dir("tinyinitrd") as tmp:
         archive.write(Path(tmp) / "initrd.cpio")
         raw = (Path(tmp) / "initrd.cpio").read_bytes()
     packed = lzma.compress(raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
@@ -216,7 +215,7 @@ def build_tinyboot_iso(store: Store, fetcher: DebianFetcher, arch: str, apps: Pa
         }
 
     def build(content: Path, debs: Debs) -> None:
-        with tempfile.TemporaryDirectory(prefix="bm-tinyboot-") as tmp:
+        with scratch_dir("tinyboot") as tmp:
             staged = stage_iso(Path(tmp), arch, debs, app, modules)
             write_iso(staged.tree, content / "tinyboot.iso", arch, f"tinyboot ISO for {arch}")
             sizes = {**staged.sizes, "iso": (content / "tinyboot.iso").stat().st_size}

@@ -88,6 +88,7 @@ class ImageKind(ABC):
 
     name: ClassVar[str]
     summary_column: ClassVar[str] = ""  # the run table's column for this kind's RunCheck, if any
+    metrics: ClassVar[tuple[str, ...]] = ()  # history metrics its RunCheck adds (a matrix file may gate them)
 
     def check(self, cell: Cell) -> None:
         """Refuse a cell this kind cannot boot (ValueError naming the key): by default, our image on a
@@ -167,6 +168,12 @@ def names() -> list[str]:
     """The image names a cell may give."""
     _builtins()
     return sorted(name for name in KINDS if name != ARTIFACT)
+
+
+def registered() -> list[ImageKind]:
+    """Every image kind known now (the built-in ones and those a matrix file imported)."""
+    _builtins()
+    return list(KINDS.values())
 
 
 def kind_of(cell: Cell) -> ImageKind:

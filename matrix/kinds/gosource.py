@@ -61,6 +61,7 @@ class CompileSweep(RunCheck):
 class GoSource(ImageKind):
     name = "gosource"
     summary_column = "compile med/max"
+    metrics = (FIRST_CALL_MEDIAN,)
 
     def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia

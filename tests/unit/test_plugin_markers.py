@@ -90,3 +90,21 @@ def test_a_missing_host_tool_is_an_error_naming_its_package_or_a_skip_when_not_s
     monkeypatch.setenv("BOOTMATRIX_STRICT", "0")
     lenient = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--bootmatrix-no-history")
     lenient.assert_outcomes(skipped=1)
+
+
+@pytest.mark.parametrize("how", ["accel", "results"])
+def test_a_session_that_cannot_run_is_a_one_line_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    pytester.makepyfile(test_inner="def test_inner():\n    pass\n")
+    args = ["-p", "no:cacheprovider"]
+    if how == "accel":
+        monkeypatch.setenv("BOOTMATRIX_ACCEL", "nope")
+        expected = "BOOTMATRIX_ACCEL='nope': give tcg or kvm"
+    else:
+        (pytester.path / "results").write_text("a file")
+        args.append(f"--bootmatrix-results={pytester.path / 'results'}")
+        expected = "it is a file, not a folder"
+    outcome = pytester.runpytest_subprocess(*args)
+    assert outcome.ret == pytest.ExitCode.USAGE_ERROR
+    assert expected in outcome.stderr.str() and "Traceback" not in outcome.stderr.str()

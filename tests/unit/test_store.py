@@ -132,3 +132,105 @@ def test_an_unchanged_entry_is_not_hashed_again_and_a_changed_one_is(
     os.utime(payload, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
     Store(tmp_path / "cache").get("thing", {"v": 1}, _build_payload(counter))
     assert len(counter.read_text().splitlines()) == 2  # rebuilt, never used
+
+
+KILLED_BUILD = """
+import sys, time
+from pathlib import Path
+from images.store import Store, scratch_dir
+
+def build(content):
+    with scratch_dir("stick") as tmp:
+        (Path(tmp) / "half.img").write_bytes(b"x" * 1_000_000)
+        print(tmp, flush=True)
+        time.sleep(60)
+
+Store(Path(sys.argv[1])).get("slow", {}, build)
+"""
+
+
+def test_a_killed_build_leaves_nothing_outside_the_cache_and_the_next_store_cleans_it(tmp_path: Path) -> None:
+    """SIGKILL in the middle of a build: its scratch folder is inside the cache's tmp/ (not the
+    system's /tmp, where nothing would clean it), and the next Store of that cache removes it."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "cache"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(root)], stdout=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).parents[2])
+    assert process.stdout is not None
+    scratch = Path(process.stdout.readline().strip())
+    process.kill()
+    process.wait()
+    assert scratch.is_relative_to(root / "tmp") and scratch.exists()
+    Store(root)
+    assert list((root / "tmp").iterdir()) == []
+    assert list((root / "entries").iterdir()) == []
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", "{\"name\": 3}", "not json"])
+def test_a_manifest_of_the_wrong_shape_is_rebuilt(tmp_path: Path, manifest: str) -> None:
+    store = Store(tmp_path)
+    built: list[int] = []
+
+    def build(content: Path) -> None:
+        built.append(1)
+        (content / "f").write_text("data")
+
+    folder = store.get("x", {}, build)
+    (folder.parent / "manifest.json").write_text(manifest)
+    assert (store.get("x", {}, build) / "f").read_text() == "data"
+    assert len(built) == 2
+
+
+def _pruner(root: str, start_at: float, out: str) -> None:
+    while time.time() < start_at:
+        time.sleep(0.001)
+    try:
+        Store(Path(root)).prune(None)
+        Path(out).write_text("ok")
+    except Exception as error:  # noqa: BLE001 - the test reports it
+        Path(out).write_text(f"{type(error).__name__}: {error}")
+
+
+def test_two_prunes_at_once_both_succeed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    for number in range(30):
+        store.get("x", {"n": number}, lambda content: (content / "f").write_text("data"))
+    start_at = time.time() + 0.5
+    context = multiprocessing.get_context("spawn")
+    outs = [tmp_path / f"out{n}" for n in range(2)]
+    workers = [context.Process(target=_pruner, args=(str(tmp_path / "cache"), start_at, str(out))) for out in outs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [out.read_text() for out in outs] == ["ok", "ok"]
+    assert store.entries() == []
+
+
+def test_the_lab_builds_again_what_a_prune_removed_during_a_run(tmp_path: Path) -> None:
+    """`cache prune --all` while a run goes on: the next cell gets its image built again, not a path
+    that is gone (it used to be "unavailable")."""
+    from dataclasses import dataclass
+
+    from matrix.provision import Provisioner
+
+    @dataclass(frozen=True)
+    class Built:
+        kernel: Path
+
+    store = Store(tmp_path / "cache")
+    lab = Provisioner(store)
+    calls: list[Path] = []
+
+    def build() -> Built:
+        folder = store.get("img", {}, lambda content: (content / "kernel").write_text("k"))
+        calls.append(folder)
+        return Built(folder / "kernel")
+
+    first = lab._once(("image",), "x", build)
+    assert lab._once(("image",), "x", build) == first and len(calls) == 1
+    store.prune(None)
+    again = lab._once(("image",), "x", build)
+    assert again.kernel.exists() and len(calls) == 2

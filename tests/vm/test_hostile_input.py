@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,7 @@ from harness.spec import Disk, MachineSpec
 from matrix.lab import Lab
 
 pytestmark = pytest.mark.vm
+REPO = Path(__file__).parents[2]
 
 
 def test_a_comma_in_a_disk_path_opens_that_file_and_nothing_else(tmp_path: Path, bootmatrix_lab: Lab) -> None:
@@ -27,3 +34,44 @@ def test_a_comma_in_a_disk_path_opens_that_file_and_nothing_else(tmp_path: Path,
         machine.stop(check=False)
     files = [b["inserted"]["file"] for b in blocks if "inserted" in b]
     assert files == [str(odd)]
+
+
+def _qemu_alive(results: Path) -> list[str]:
+    """The QEMU processes of a run (their pidfiles) that are still running."""
+    alive = []
+    for pidfile in results.glob("run-*/*/qemu.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, FileNotFoundError):
+            continue
+        alive.append(str(pidfile))
+    return alive
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupted_run_writes_its_report_and_says_so(tmp_path: Path, sig: int, code: int) -> None:
+    """A run stopped while a cell boots: it ends at once with 128 + the signal, the summary and junit.xml
+    are written, the cells not finished are "interrupted", and no QEMU is left."""
+    results = tmp_path / "results"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "matrix.cli", "run", "--cell", "x86_64-seabios-direct", "--cell",
+         "riscv64-opensbi-direct", "-j", "1", "--results", str(results), "--no-history"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list(results.glob("run-*/*/qemu.pid")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(results.glob("run-*/*/qemu.pid")), "a cell started booting"
+    process.send_signal(sig)
+    sent = time.monotonic()
+    output, _ = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 10
+    assert process.returncode == code, output
+    assert "Traceback" not in output and f"interrupted by {signal.Signals(sig).name}" in output
+    (summary,) = results.glob("run-*/summary.json")
+    report = json.loads(summary.read_text())
+    assert report["interrupted"] == signal.Signals(sig).name
+    assert [row["result"] for row in report["cells"]] == ["interrupted", "interrupted"]
+    assert (summary.parent / "junit.xml").exists()
+    time.sleep(0.5)
+    assert _qemu_alive(results) == []
