@@ -58,6 +58,13 @@ def clean(text: str) -> str:
     return ANSI.sub("", text).replace("\r", "")
 
 
+def last_lines(text: str, count: int = 15) -> str:
+    """The last `count` non-blank lines of console output, escape sequences removed: what a person needs
+    beside a failure's one-line reason (an installer's "Low memory mode" screen, a panic's last words)."""
+    lines = [line.rstrip() for line in clean(text).splitlines() if line.strip()]
+    return "\n".join(lines[-count:])
+
+
 @dataclass
 class Match:
     index: int

@@ -189,6 +189,7 @@ class CellRow:
     packages: dict[str, str] = field(default_factory=dict)
     config: str = ""
     build_error: str = ""  # a build tool's whole output, when one failed
+    console_tail: str = ""  # a failed boot's last console lines, escapes removed
     check: dict[str, object] = field(default_factory=dict)  # the image kind's extra check (matrix/kinds/)
     check_summary: str = "-"
     check_metrics: dict[str, float] = field(default_factory=dict)
@@ -219,6 +220,7 @@ def _run_cell(lab: Lab, cell: Cell, folder: Path, check: RunCheck | None) -> Cel
         return row
     record = outcome.record
     row.result, row.reason = ("pass" if outcome.passed else "fail"), outcome.reason
+    row.console_tail = outcome.console_tail
     row.milestones, row.accel, row.accel_reason = record.milestones, record.accel, record.accel_reason
     row.qemu, row.qemu_version = record.qemu, record.qemu_version
     row.firmware_set, row.firmware_versions = record.firmware_set, record.firmware_versions
@@ -369,6 +371,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             CellRow(cell.id, "interrupted", f"the run was interrupted ({interrupted}) before this cell finished")
             for index, (cell, future) in enumerate(zip(cells, futures, strict=True))]
     _print_table(cells, rows)
+    for row in rows:
+        if row.console_tail and not row.passed:
+            where = f"{row.workdir}/console.log"
+            out.print(f"[bold]{row.cell}[/]: last console lines (all of it: {where})", highlight=False)
+            lines = row.console_tail.splitlines()[-8:]
+            out.print(escape("\n".join(f"  | {line}" for line in lines)), highlight=False)
     breaches = [b for row in rows for b in row.gates]
     for breach in breaches:
         out.print(f"[red]{escape(breach)}[/]")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from arches import KERNEL_OPTIONS
 from harness.accel import ProbeKernel, choose_accel
+from harness.console import last_lines
 from harness.deadline import Deadline
-from harness.errors import MachineError
+from harness.errors import GuestError, MachineError
 from harness.machine import Machine
 from harness.net import Nic
 from harness.qemu import QemuNotFound
@@ -145,9 +146,10 @@ class Lab(Provisioner):
                     output, code = machine.console.run("echo $((6*7))", Deadline.after(budget))
                     if (output, code) != ("42", 0):
                         return BootOutcome(record, False, f"shell answered {output!r} / {code}, not '42' / 0",
-                                           workdir)
+                                           workdir, last_lines(machine.tail()))
                 if then is not None:
                     then(machine, record)
         except MachineError as error:
-            return BootOutcome(record, False, str(error).splitlines()[0], workdir)
+            tail = error.tail if isinstance(error, GuestError) and error.tail else machine.tail()
+            return BootOutcome(record, False, str(error).splitlines()[0], workdir, last_lines(tail))
         return BootOutcome(record, True, "", workdir)

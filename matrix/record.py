@@ -56,6 +56,7 @@ class BootOutcome:
     passed: bool
     reason: str
     workdir: Path
+    console_tail: str = ""  # a failure's last console lines (escapes removed)
 
 
 def configuration(cell: Cell, spec: MachineSpec, record: BootRecord, booted: bool) -> str:

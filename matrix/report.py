@@ -15,11 +15,17 @@ from matrix.history import Row
 PHASE_COLOURS = ["#8da0cb", "#66c2a5", "#fc8d62", "#e78ac3", "#a6d854", "#ffd92f"]
 
 
+CHAR_WIDTH = 7.2  # px: a generous width of one character of 12 px sans-serif (0.6 em)
+
+
 def timeline_svg(title: str, milestones: dict[str, float], width: int = 720) -> str:
     """A horizontal bar per phase (from one milestone to the next), with seconds on an axis."""
     ordered = sorted(milestones.items(), key=lambda item: item[1])
     total = max((t for _, t in ordered), default=0.0) or 1.0
-    left, right, bar, gap = 150, 20, 22, 8
+    # `right` leaves room after the longest bar for its label ("123.45 s", 8 characters at most of about
+    # CHAR_WIDTH each), so no label runs off the picture (tests/unit/test_report_files.py measures them).
+    left, bar, gap = 150, 22, 8
+    right = 4 + int(CHAR_WIDTH * max((len(f"{t:.2f} s") for _, t in ordered), default=6)) + 10
     scale = (width - left - right) / total
     height = 40 + len(ordered) * (bar + gap) + 30
     parts = [
@@ -49,18 +55,29 @@ def timeline_svg(title: str, milestones: dict[str, float], width: int = 720) -> 
 
 
 def junit_xml(suite: str, rows: list[dict[str, object]]) -> str:
-    """JUnit XML of a `bootmatrix run`: one testcase per cell; unavailable cells are skipped."""
+    """JUnit XML of a `bootmatrix run`: one testcase per cell; unavailable cells are skipped, interrupted
+    ones are errors. A failure's body is its reason and the console's last lines, which are also the
+    case's system-out (what CI pages show beside a failed test)."""
     failures = sum(r["result"] == "fail" for r in rows)
+    errors = sum(r["result"] == "interrupted" for r in rows)
     skipped = sum(r["result"] == "unavailable" for r in rows)
-    root = ET.Element("testsuite", name=suite, tests=str(len(rows)), failures=str(failures), skipped=str(skipped))
+    root = ET.Element("testsuite", name=suite, tests=str(len(rows)), failures=str(failures), errors=str(errors),
+                      skipped=str(skipped))
     for row in rows:
         milestones = row.get("milestones") or {}
         ready = milestones.get("ready", 0.0) if isinstance(milestones, dict) else 0.0
         case = ET.SubElement(root, "testcase", classname="bootmatrix.run", name=str(row["cell"]), time=f"{ready:.3f}")
+        tail = str(row.get("console_tail") or "")
         if row["result"] == "fail":
-            ET.SubElement(case, "failure", message=str(row.get("reason", ""))).text = json.dumps(row, default=str)
+            body = str(row.get("reason", "")) + (f"\n\nlast console lines:\n{tail}" if tail else "")
+            ET.SubElement(case, "failure", message=str(row.get("reason", ""))).text = (
+                body + "\n\n" + json.dumps(row, default=str))
+        elif row["result"] == "interrupted":
+            ET.SubElement(case, "error", message=str(row.get("reason", "")))
         elif row["result"] == "unavailable":
             ET.SubElement(case, "skipped", message=str(row.get("reason", "")))
+        if tail:
+            ET.SubElement(case, "system-out").text = tail
         properties = ET.SubElement(case, "properties")
         for key in ("accel", "qemu", "firmware_set"):
             ET.SubElement(properties, "property", name=key, value=str(row.get(key, "")))

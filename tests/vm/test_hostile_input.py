@@ -14,6 +14,7 @@ import pytest
 
 from harness.machine import Machine
 from harness.spec import Disk, MachineSpec
+from images.recipes.minimal import MinimalImage
 from matrix.lab import Lab
 
 pytestmark = pytest.mark.vm
@@ -75,3 +76,35 @@ def test_an_interrupted_run_writes_its_report_and_says_so(tmp_path: Path, sig: i
     assert (summary.parent / "junit.xml").exists()
     time.sleep(0.5)
     assert _qemu_alive(results) == []
+
+
+def test_a_failure_reports_the_last_console_lines_beside_its_reason(tmp_path: Path) -> None:
+    """A cell whose ready never comes: the reason is one line, and summary.json, junit.xml (failure body
+    and system-out) and the screen carry the console's last lines that explain it, escapes removed."""
+    import xml.etree.ElementTree as ET
+
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "matrix.cli", "run", "--arch", "x86_64", "--firmware", "seabios",
+         "--kernel", str(_minimal().kernel), "--initrd", str(_minimal().initrd),
+         "--ready", "NEVER-PRINTED", "--timeout", "15",
+         "--results", str(results), "--no-history"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1, done.stdout
+    (summary,) = results.glob("run-*/summary.json")
+    (row,) = json.loads(summary.read_text())["cells"]
+    assert "no match" in row["reason"] and "\n" not in row["reason"]
+    tail = row["console_tail"]
+    assert "Run /init as init process" in tail or "bootmatrix" in tail, tail
+    assert "\x1b" not in tail
+    case = ET.parse(summary.parent / "junit.xml").getroot().find("testcase")
+    assert case is not None
+    assert case.findtext("system-out") == tail
+    assert tail.splitlines()[-1] in (case.findtext("failure") or "")
+    assert "last console lines" in done.stdout and tail.splitlines()[-1][:40] in done.stdout
+
+
+def _minimal() -> MinimalImage:
+    from matrix.lab import Lab
+
+    return Lab().image("x86_64")
