@@ -41,7 +41,7 @@ from typing import Any
 import platformdirs
 from filelock import FileLock
 
-from harness.paths import SPACE_ERRNOS, NoSpace, as_cannot_write, writing
+from harness.paths import SPACE_ERRNOS, CannotWrite, NoSpace, as_cannot_write, writing
 from images.tools import BuildError
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,9 @@ class Store:
     def __init__(self, root: Path | None = None, lock_timeout: float = 3600.0):
         self.root = root or default_cache_root()
         self.lock_timeout = lock_timeout
+        if self.root.exists() and not self.root.is_dir():
+            raise CannotWrite("the cache (BOOTMATRIX_CACHE)", self.root, "it is a file, not a folder")
         with writing("the cache (BOOTMATRIX_CACHE)", self.root):
-            if self.root.exists() and not self.root.is_dir():
-                raise NotADirectoryError(20, "not a folder", str(self.root))
             for sub in ("entries", "locks", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             self._clean_leftovers()

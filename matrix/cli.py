@@ -133,8 +133,9 @@ def _cells(args: argparse.Namespace) -> list[Cell]:
     if hasattr(args, "kernel"):
         stray = [f"--{key.replace('_', '-')}" for key in OWN_CELL_OPTIONS if getattr(args, key, None) not in (None, [])]
         if stray:
+            verb = "describes" if len(stray) == 1 else "describe"
             raise MatrixError(
-                f"command line: {', '.join(stray)} describe a cell of your own artifact (--kernel, --iso, --disk, "
+                f"command line: {', '.join(stray)} {verb} a cell of your own artifact (--kernel, --iso, --disk, "
                 f"--efi); with the matrix file {args.matrix} they would change nothing: set the cell's keys in it")
     cells = select(load_matrix(args.matrix), args.arch or None, args.cell or None)
     if not cells:

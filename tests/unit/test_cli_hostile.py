@@ -41,7 +41,7 @@ def test_an_arch_no_cell_has_is_a_usage_error(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize("option", [["--memory", "1024"], ["--smp", "2"], ["--append", "quiet"], ["--timeout", "5"]])
 def test_own_cell_options_with_a_matrix_file_are_refused(option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", *option, "--dry-run"]) == 2
-    assert f"{option[0]} describe a cell of your own artifact" in one_error_line(capsys)
+    assert f"{option[0]} describes a cell of your own artifact" in one_error_line(capsys)
 
 
 def test_an_unknown_accelerator_is_refused_before_anything_runs(
@@ -65,7 +65,7 @@ def test_bad_cell_values_name_the_key(tmp_path: Path, body: str, expected: str,
 
 def test_a_misspelt_gate_metric_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(write(tmp_path, CELL + "[gates.t_redy]\ntolerance = 0.5\n")), "--dry-run"]) == 2
-    assert "gates.t_redy: not a metric a run records (known: compile_first_median_s, t_bootloader" in (
+    assert "gates.t_redy: not a metric a run records (known: compile_first_cpu_median_s, compile_first_median_s" in (
         one_error_line(capsys))
 
 
@@ -117,7 +117,7 @@ def test_a_cache_that_is_a_file_is_one_line(tmp_path: Path, monkeypatch: pytest.
     cache.write_text("x")
     monkeypatch.setenv("BOOTMATRIX_CACHE", str(cache))
     assert main(["cache", "list"]) == 2
-    assert f"cannot write {cache}" in one_error_line(capsys)
+    assert f"cannot write {cache}: it is a file, not a folder" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("how", ["folder", "corrupt"])

@@ -1,5 +1,6 @@
-"""Downloads under hostile servers and a hostile host: redirects, other schemes, endless bodies, a
-damaged .part, a full disk, Ctrl-C. Real HTTP on 127.0.0.1; the disk and the signal are real too."""
+"""Faults of the host and of servers: a full or read-only disk under a build, a download or a run;
+redirects, other schemes, endless bodies, a damaged .part, Ctrl-C during downloads. Real HTTP on
+127.0.0.1; the small disks are real tmpfs mounts in a private mount namespace; the signal is real."""
 
 from __future__ import annotations
 
@@ -151,10 +152,12 @@ def small_disk(tmp_path: Path) -> Path:
     return tmp_path / "small"
 
 
-def run_on_small_disk(folder: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_on_small_disk(folder: Path, script: str, *args: str,
+                      options: str = "size=1m") -> subprocess.CompletedProcess[str]:
+    """`script` in a child whose private mount namespace has a tmpfs with `options` at `folder`."""
     folder.mkdir()
     command = [sys.executable, "-c", textwrap.dedent(script), *args]
-    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)]
+    mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                            f'{" ".join(mount)} && exec "$@"', "sh", *command],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
@@ -181,3 +184,32 @@ def test_a_full_disk_during_a_download_says_so_at_once_and_keeps_no_part(
     assert float(seconds) < 5, "not retried as if the mirror had cut the connection"
     assert len(server.requests) == 1
     assert issubclass(NoSpace, Exception)
+
+
+def test_a_full_disk_during_a_build_is_one_line_and_leaves_no_entry(small_disk: Path) -> None:
+    done = run_on_small_disk(small_disk, """
+        import sys
+        from pathlib import Path
+        from harness.paths import CannotWrite
+        from images.store import Store
+        store = Store(Path(sys.argv[1]) / "cache")
+        try:
+            store.get("big", {}, lambda content: (content / "f").write_bytes(b"x" * 4_000_000))
+        except CannotWrite as error:
+            print(type(error).__name__, "|", error)
+        print(sorted(p.name for p in (store.root / "entries").iterdir()), sorted((store.root / "tmp").iterdir()))
+        """, str(small_disk))
+    first, second = done.stdout.strip().splitlines()
+    assert first == f"NoSpace | building big: cannot write {small_disk}/cache: no space left on its file system", (
+        done.stdout + done.stderr)
+    assert second == "[] []"
+
+
+def test_read_only_results_are_one_line_exit_2(small_disk: Path) -> None:
+    done = run_on_small_disk(small_disk, """
+        import sys
+        from matrix.cli import main
+        sys.exit(main(["run", "--results", sys.argv[1] + "/results", "--no-history"]))
+        """, str(small_disk), options="size=1m,ro")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.strip() == f"error: --results: cannot write {small_disk}/results: its file system is read-only"
