@@ -88,7 +88,8 @@ def guest_sweep(lab: Lab, arch: str, variant: str, workdir: Path) -> Sweep:
         lab.boot(machine, record, Deadline.after(lab.boot_budget(cell, record.accel)))
         if setup:
             machine.console.run(setup, Deadline.after(30))
-        warmup, calls = run_sweep(machine.console)
+        sweep = run_sweep(machine.console)
+        warmup, calls = sweep.warmup, sweep.calls
         own = own_run_times(machine.console, SWEEP)
     return Sweep(arch, variant, calls, own, record.time_to_ready, warmup)
 

@@ -16,7 +16,6 @@ import ctypes
 import dataclasses
 import json
 import logging
-import os
 import shlex
 import shutil
 import signal
@@ -229,19 +228,6 @@ class Machine:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time QEMU has used so far (all its threads, user + system), or None when it is not running.
-        Unlike wall-clock time it does not stretch when other processes compete for the host's cores:
-        what a guest's work costs the emulator, whatever else the host is doing."""
-        if self.process is None or self.process.poll() is not None:
-            return None
-        try:
-            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 of proc(5) is fields[0]
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def tail(self) -> str:
         """The console's last lines ("" before the console exists)."""

@@ -368,9 +368,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     if interrupted is None:
         pool.shutdown()
-    rows = [future.result() if interrupted is None or index in finished else
+    rows = [futures[index].result() if interrupted is None or index in finished else
             CellRow(cell.id, "interrupted", f"the run was interrupted ({interrupted}) before this cell finished")
-            for index, (cell, future) in enumerate(zip(cells, futures, strict=True))]
+            for index, cell in enumerate(cells)]
     _print_table(cells, rows)
     for row in rows:
         if row.console_tail and not row.passed:

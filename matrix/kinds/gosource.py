@@ -6,7 +6,6 @@ and the history (matrix/latency.py)."""
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +15,7 @@ from harness.machine import Machine
 from images.debian.lock import busybox_set, go_set, kernel_set, shell_set
 from images.recipes.firmware import FirmwareSet
 from matrix.kinds import CheckVerdict, ImageKind, Readiness, RunCheck, register
-from matrix.latency import FIRST_CALL_CPU_MEDIAN, FIRST_CALL_MEDIAN, CallTimes, CompileBudget, judge_latency, run_sweep
+from matrix.latency import FIRST_CALL_MEDIAN, CallTimes, CompileBudget, judge_latency, run_sweep
 
 if TYPE_CHECKING:
     from matrix.model import Cell
@@ -33,12 +32,14 @@ class CompileSweep(RunCheck):
         self.accel = ""
         self.warmup_wait: float | None = None
         self.calls: dict[str, CallTimes] | None = None
+        self.reference: tuple[float, float] | None = None
         self.error = ""
 
     def after_boot(self, machine: Machine, record: BootRecord) -> None:
         self.accel = record.accel
         try:
-            self.warmup_wait, self.calls = run_sweep(machine.console, machine.cpu_seconds)
+            sweep = run_sweep(machine.console)
+            self.warmup_wait, self.calls, self.reference = sweep.warmup, sweep.calls, sweep.references
         except RuntimeError as error:
             self.error = str(error)
 
@@ -47,25 +48,24 @@ class CompileSweep(RunCheck):
             return CheckVerdict([f"compile sweep failed: {self.error}"])
         if self.calls is None:
             return CheckVerdict()
-        cpu = {name: t.first_cpu for name, t in self.calls.items() if t.first_cpu is not None}
-        wall = {name: t.first for name, t in self.calls.items()}
-        measure = FIRST_CALL_CPU_MEDIAN if len(cpu) == len(wall) else FIRST_CALL_MEDIAN
-        verdict = judge_latency(wall, self.budget, self.accel, baseline(measure, self.budget.min_runs), cpu or None)
+        reference = sum(self.reference) / 2 if self.reference else None
+        verdict = judge_latency({name: t.first for name, t in self.calls.items()}, self.budget, self.accel,
+                                baseline(FIRST_CALL_MEDIAN, self.budget.min_runs), reference, self.cell.arch)
         not_built = sorted(name for name, t in self.calls.items() if not t.built)
         failures = [f"{self.cell.id}: {failure}" for failure in verdict.failures] + (
             [f"{self.cell.id}: not built on first call, or rebuilt on the second: {not_built}"] if not_built else [])
         return CheckVerdict(
-            failures, {FIRST_CALL_MEDIAN: statistics.median(wall.values()), measure: verdict.median},
-            f"{verdict.median:.2f}/{verdict.slowest:.2f}",
+            failures, {FIRST_CALL_MEDIAN: verdict.median}, f"{verdict.median:.2f}/{verdict.slowest:.2f}",
             {"compile": {name: asdict(times) for name, times in self.calls.items()}, "warmup_wait": self.warmup_wait,
-             "compile_median": verdict.median, "compile_max": verdict.slowest, "judged_on": verdict.basis},
+             "compile_median": verdict.median, "compile_max": verdict.slowest, "speed_reference": self.reference,
+             "budget_factor": verdict.factor, "compared_with": verdict.compared},
         )
 
 
 class GoSource(ImageKind):
     name = "gosource"
     summary_column = "compile med/max"
-    metrics = (FIRST_CALL_MEDIAN, FIRST_CALL_CPU_MEDIAN)
+    metrics = (FIRST_CALL_MEDIAN,)
 
     def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia
