@@ -65,7 +65,9 @@ def build_snapshot(store: Store, qemu: QemuInstall, cell: Cell, spec: MachineSpe
                     sock.close()  # type: ignore[attr-defined]
 
     (store.root / "tmp").mkdir(parents=True, exist_ok=True)
-    return Snapshot(store.get(STORE_NAME, snapshot_inputs(qemu, cell, spec, prepare), build))
+    folder = store.get(STORE_NAME, snapshot_inputs(qemu, cell, spec, prepare), build)
+    folder.chmod(0o700)  # private, like every save (harness/snapshot.py), entries saved before that included
+    return Snapshot(folder)
 
 
 def forget_snapshot(store: Store, snapshot: Path) -> None:

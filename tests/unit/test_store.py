@@ -234,3 +234,37 @@ def test_the_lab_builds_again_what_a_prune_removed_during_a_run(tmp_path: Path) 
     store.prune(None)
     again = lab._once(("image",), "x", build)
     assert again.kernel.exists() and len(calls) == 2
+
+
+def _prune_often(root: str, rounds: int, out: str) -> None:
+    try:
+        for _ in range(rounds):
+            Store(Path(root)).prune(None)
+        Path(out).write_text("ok")
+    except Exception as error:  # noqa: BLE001 - the test reports it
+        Path(out).write_text(f"{type(error).__name__}: {error}")
+
+
+def test_readers_never_fail_while_another_process_prunes_everything(tmp_path: Path) -> None:
+    """A shared CI cache: one process prunes all entries again and again while another gets them (and
+    rebuilds what was pruned). Every get returns a complete entry; neither side raises."""
+    root = tmp_path / "cache"
+    store = Store(root)
+    out = tmp_path / "pruner"
+    pruner = multiprocessing.get_context("spawn").Process(target=_prune_often, args=(str(root), 200, str(out)))
+    pruner.start()
+    gets = 0
+    while pruner.is_alive() or gets < 50:
+        number = gets % 5
+
+        def build(content: Path, n: int = number) -> None:
+            (content / "f").write_text(f"data {n}")
+
+        folder = store.get("x", {"n": number}, build)
+        assert (folder / "f").read_text() == f"data {number}"
+        gets += 1
+        if gets > 5000:
+            break
+    pruner.join(60)
+    assert out.read_text() == "ok"
+    assert gets >= 50

@@ -39,6 +39,8 @@ def test_restored_vms_keep_what_was_saved_and_not_each_others_files(vm) -> None:
         assert milestones["process"] <= milestones["incoming"] <= milestones["ready"]
         assert "kernel" not in guest.record.milestones  # a restore has no boot phases to mix with cold ones
     assert first.record.snapshot == second.record.snapshot
+    # The RAM dump holds whatever the guest had in memory: its folder is this user's alone.
+    assert Path(first.record.snapshot).stat().st_mode & 0o077 == 0
     saved_at, code = first.run("cat /run/bootmatrix-saved-at")  # written by the guest just before the save
     assert code == 0 and float(saved_at) <= time.time()
     assert second.run("cat /run/bootmatrix-saved-at") == (saved_at, 0)
