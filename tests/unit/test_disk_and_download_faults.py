@@ -107,7 +107,12 @@ def test_a_lock_with_an_edited_sha256_keeps_the_good_cached_file(mirror, tmp_pat
     assert path.read_bytes() == good
 
 
-SCRIPT = """
+# A child's first line: Ctrl-C as from a terminal. A pytest-xdist worker ignores SIGINT, an ignored
+# signal stays ignored across exec, and Python then never raises KeyboardInterrupt.
+INTERRUPTIBLE = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
+SCRIPT = INTERRUPTIBLE + """
 import sys
 from pathlib import Path
 from images.debian.download import Wanted, download_all, pool

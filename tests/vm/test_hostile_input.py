@@ -16,6 +16,7 @@ from harness.machine import Machine
 from harness.spec import Disk, MachineSpec
 from images.recipes.minimal import MinimalImage
 from matrix.lab import Lab
+from tests.unit.test_disk_and_download_faults import INTERRUPTIBLE
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).parents[2]
@@ -56,8 +57,9 @@ def test_an_interrupted_run_writes_its_report_and_says_so(tmp_path: Path, sig: i
     are written, the cells not finished are "interrupted", and no QEMU is left."""
     results = tmp_path / "results"
     process = subprocess.Popen(
-        [sys.executable, "-m", "matrix.cli", "run", "--cell", "x86_64-seabios-direct", "--cell",
-         "riscv64-opensbi-direct", "-j", "1", "--results", str(results), "--no-history"],
+        [sys.executable, "-c", INTERRUPTIBLE + "import sys\nfrom matrix.cli import main\nsys.exit(main(sys.argv[1:]))",
+         "run", "--cell", "x86_64-seabios-direct", "--cell", "riscv64-opensbi-direct", "-j", "1",
+         "--results", str(results), "--no-history"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not list(results.glob("run-*/*/qemu.pid")) and time.monotonic() < deadline:
