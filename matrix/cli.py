@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -80,7 +81,9 @@ from matrix.model import (
     cell_from_options,
     load_gates,
     load_matrix,
+    matrix_path,
     select,
+    shipped_matrices,
 )
 from matrix.profiles import needs_firmware_set
 from matrix.report import junit_xml, plot_history, timeline_svg
@@ -168,6 +171,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for cell in _cells(args):
         table.add_row(cell.id, cell.arch, cell.firmware, cell.media, cell.firmware_set, cell.qemu, cell.accel)
     out.print(table)
+    shipped = ", ".join(f"{name} ({len(load_matrix(path))} cells)" for name, path in shipped_matrices().items())
+    out.print(f"shipped matrices (bootmatrix run NAME, --bootmatrix-matrix=NAME): {shipped}", highlight=False)
     return 0
 
 
@@ -507,8 +512,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if regressions else 0
 
 
+def lock_hash() -> str:
+    """sha256 of every shipped lock file: what CI keys its artifact cache on."""
+    digest = hashlib.sha256()
+    for suite in FIRMWARE_SUITES:
+        digest.update(lock_path(suite).read_bytes())
+    return digest.hexdigest()
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     """Re-resolve the lock files (or, with --check, report their drift and write nothing)."""
+    if args.hash:
+        print(lock_hash())
+        return 0
     store = Store()
     mirror = find_mirror()
     worst = 0
@@ -614,6 +630,44 @@ def _days(value: str) -> float:
     return days
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this host has and lacks; exit 1 when the default matrix cannot run here."""
+    from matrix import host_packages
+    from matrix.doctor import examine
+
+    if args.fix:
+        code = host_packages.install(host_packages.missing())
+        if code != 0:
+            return code
+    report = examine()
+    table = Table("capability", "", "what this host has", title="bootmatrix doctor")
+    for capability in report.capabilities:
+        mark = {True: "[green]ok[/]", False: "[red]missing[/]", None: "[yellow]info[/]"}[capability.ok]
+        table.add_row(capability.name, mark, escape(capability.detail))
+    out.print(table)
+    out.print(f"cache: {report.cache}", highlight=False)
+    if report.missing:
+        line = host_packages.install_line(report.missing)
+        out.print(f"to install what is missing: {'' if os.geteuid() == 0 else 'sudo '}{line}   (or: bootmatrix "
+                  "doctor --fix)", highlight=False)
+    runs = report.default_matrix_runs
+    out.print("the default matrix can run here" if runs else "[red]the default matrix cannot run here[/]")
+    return 0 if runs else 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from matrix.starter import write_starter
+
+    with writing("bootmatrix init", args.folder):
+        written, kept = write_starter(args.folder, lock_hash())
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+    for path in kept:
+        out.print(f"[yellow]kept {path} as it is (it exists)[/]", highlight=False)
+    out.print("next: pytest -n auto   (the cells: bootmatrix list boot.toml)")
+    return 0
+
+
 def _jobs(value: str) -> str:
     if value != "auto" and not (value.isdigit() and int(value) >= 1):
         raise argparse.ArgumentTypeError(f"{value!r}: give a number of cells (1 or more) or auto")
@@ -626,7 +680,8 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     for name, func in (("run", cmd_run), ("list", cmd_list)):
         command = sub.add_parser(name)
-        command.add_argument("matrix", nargs="?", type=Path, default=DEFAULT_MATRIX)
+        command.add_argument("matrix", nargs="?", type=matrix_path, default=DEFAULT_MATRIX,
+                             help="a matrix file, or the name of a shipped one (bootmatrix list shows them)")
         command.add_argument("--cell", action="append", default=[])
         command.add_argument("--arch", action="append", default=[])
         command.set_defaults(func=func)
@@ -647,7 +702,7 @@ def parser() -> argparse.ArgumentParser:
     history.add_argument("--plots", type=Path, default=Path("results/history"), help="where PNG plots go")
     history.set_defaults(func=cmd_history)
     compare = sub.add_parser("compare", help="boot the firmware cells with two firmware sets, side by side")
-    compare.add_argument("matrix", nargs="?", type=Path, default=DEFAULT_MATRIX)
+    compare.add_argument("matrix", nargs="?", type=matrix_path, default=DEFAULT_MATRIX)
     compare.add_argument("--firmware-set", action="append", default=[], choices=list(FIRMWARE_SETS),
                          help="twice: the baseline, then the candidate")
     compare.add_argument("--repeat", type=_at_least_one, default=3,
@@ -658,7 +713,7 @@ def parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
     console = sub.add_parser("console", help="boot one cell and attach this terminal to its serial console")
     console.add_argument("cell_id", nargs="?", help="a cell of the matrix file (or give your own artifact)")
-    console.add_argument("--matrix", type=Path, default=DEFAULT_MATRIX)
+    console.add_argument("--matrix", type=matrix_path, default=DEFAULT_MATRIX)
     console.add_argument("--arch", action="append", default=[])
     console.add_argument("--results", type=Path, default=Path("results"))
     _add_artifact_options(console)
@@ -673,7 +728,14 @@ def parser() -> argparse.ArgumentParser:
     lock.add_argument("--suite", action="append", default=[], choices=list(FIRMWARE_SUITES))
     lock.add_argument("--add", action="append", default=[], metavar="NAME[:ARCH][=VERSION]",
                       help="lock one more package (for a matrix's `deb = ...` artifact), keeping the rest as it is")
+    lock.add_argument("--hash", action="store_true", help="print the lock files' sha256 (a CI cache key) and stop")
     lock.set_defaults(func=cmd_lock)
+    doctor = sub.add_parser("doctor", help="what this host has and lacks for each capability, and the fix")
+    doctor.add_argument("--fix", action="store_true", help="install the missing Debian packages (root or sudo)")
+    doctor.set_defaults(func=cmd_doctor)
+    init = sub.add_parser("init", help="write a starter into a repository: matrix, test, pytest.ini, CI")
+    init.add_argument("folder", nargs="?", type=Path, default=Path("."))
+    init.set_defaults(func=cmd_init)
     cache = sub.add_parser("cache")
     cache.add_argument("action", choices=["list", "prune"])
     cache.add_argument("--older-than", type=_days, default=30.0, metavar="DAYS")

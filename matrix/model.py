@@ -20,7 +20,8 @@ from images.debian.lock import DEFAULT_SUITE, FIRMWARE_SUITES
 from matrix.firmware import profiles_of
 from matrix.latency import CompileBudget
 
-DEFAULT_MATRIX = Path(__file__).with_name("default.toml")
+SHIPPED_MATRICES = Path(__file__).parent  # default.toml, examples.toml, ...: `bootmatrix run NAME`
+DEFAULT_MATRIX = SHIPPED_MATRICES / "default.toml"
 GOSOURCE_MATRIX = Path(__file__).with_name("gosource.toml")  # the mostly-source image's cells and budget
 
 FIRMWARE_SETS = FIRMWARE_SUITES  # the Debian suites whose firmware is locked
@@ -249,6 +250,22 @@ def _where(loc: tuple[int | str, ...], cells: list[dict[str, Any]] | None = None
     for item in loc:
         parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
     return "".join(parts).lstrip(".")
+
+
+def shipped_matrices() -> dict[str, Path]:
+    """The matrix files that come with bootmatrix, by name (`bootmatrix run gosource`)."""
+    return {path.stem: path for path in sorted(SHIPPED_MATRICES.glob("*.toml"))}
+
+
+def matrix_path(value: str | Path) -> Path:
+    """A matrix named on the command line or in pytest's configuration: a path, or the name of a shipped
+    one (`examples`, `gosource`) when no such file is here. A path keeps working: `./gosource` with no
+    .toml, a file that exists, anything with a slash is taken as a path."""
+    text = str(value)
+    path = Path(text).expanduser()
+    if "/" in text or path.suffix or path.exists():
+        return path
+    return shipped_matrices().get(text, path)
 
 
 def load_matrix(path: Path = DEFAULT_MATRIX) -> list[Cell]:

@@ -36,7 +36,17 @@ from harness.spec import MachineSpec
 from images.tools import ToolMissing, host_tool
 from matrix.history import HISTORY_ENV, History, Metric
 from matrix.lab import CellError, Lab, Unavailable
-from matrix.model import DEFAULT_MATRIX, FIRMWARE_SETS, Cell, MatrixError, load_matrix, matches, select
+from matrix.model import (
+    DEFAULT_MATRIX,
+    FIRMWARE_SETS,
+    SHIPPED_MATRICES,
+    Cell,
+    MatrixError,
+    load_matrix,
+    matches,
+    matrix_path,
+    select,
+)
 from matrix.record import BootRecord
 from matrix.report import attach_vm_to_allure, timeline_svg
 from matrix.vm import VM
@@ -47,7 +57,13 @@ SNAPSHOTS_ENV = "BOOTMATRIX_SNAPSHOTS"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bootmatrix", "bootmatrix QEMU boot matrix")
-    group.addoption("--bootmatrix-matrix", type=Path, default=None, help="matrix file (default: matrix/default.toml)")
+    group.addoption("--bootmatrix-matrix", default=None,
+                    help="matrix file or shipped matrix name (default: the bootmatrix_matrix ini option, else default)")
+    # The same in a project's own pytest configuration ([tool.pytest.ini_options], pytest.ini), so a
+    # repository names its matrix once; a command-line option wins.
+    parser.addini("bootmatrix_matrix", "matrix file (relative to the rootdir) or shipped matrix name", default="")
+    parser.addini("bootmatrix_results", "where VM work folders go (relative to the rootdir)", default="")
+    parser.addini("bootmatrix_arch", "only cells of these arches", type="args", default=[])
     group.addoption("--bootmatrix-arch", action="append", default=[], help="only cells of this arch (repeatable)")
     group.addoption("--bootmatrix-cell", action="append", default=[], help="only this cell id (repeatable)")
     group.addoption("--bootmatrix-qemu", choices=["pinned", "host"], default=None, help="override every cell's QEMU")
@@ -118,10 +134,24 @@ def cell_error(config: pytest.Config, cell: Cell, error: CellError) -> NoReturn:
     pytest.fail(str(error) if error.detail == str(error) else f"{error}\n{error.detail}", pytrace=False)
 
 
+def matrix_of(config: pytest.Config) -> Path:
+    """--bootmatrix-matrix, else the bootmatrix_matrix ini option (relative to the rootdir), else the
+    default matrix; a shipped matrix may be named instead of a path."""
+    given = config.getoption("--bootmatrix-matrix")
+    if given:
+        return matrix_path(given)
+    configured = str(config.getini("bootmatrix_matrix"))
+    if configured:
+        chosen = matrix_path(configured)
+        return chosen if chosen.is_absolute() or chosen.parent == SHIPPED_MATRICES else config.rootpath / chosen
+    return DEFAULT_MATRIX
+
+
 def selected_cells(config: pytest.Config) -> list[Cell]:
-    path = config.getoption("--bootmatrix-matrix") or DEFAULT_MATRIX
+    path = matrix_of(config)
+    arches = config.getoption("--bootmatrix-arch") or list(config.getini("bootmatrix_arch"))
     try:
-        cells = select(load_matrix(path), config.getoption("--bootmatrix-arch"), config.getoption("--bootmatrix-cell"))
+        cells = select(load_matrix(path), arches, config.getoption("--bootmatrix-cell"))
     except MatrixError as error:
         raise pytest.UsageError(str(error)) from None
     qemu = config.getoption("--bootmatrix-qemu")
@@ -156,7 +186,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Settings a session cannot run with are usage errors, one line each, before anything is collected.
     try:
         forced_accel()
-        if config.getoption("--bootmatrix-results", None) is not None:
+        if config.getoption("--bootmatrix-results", None) is not None or config.getini("bootmatrix_results"):
             writable_folder(results_root(config), "--bootmatrix-results")
     except (BadSetting, CannotWrite) as error:
         raise pytest.UsageError(str(error)) from None
@@ -249,7 +279,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 def results_root(config: pytest.Config) -> Path:
     """Where sessions' results go: --bootmatrix-results, else results/ beside the rootdir's tests."""
-    return Path(config.getoption("--bootmatrix-results") or Path(config.rootpath) / "results")
+    configured = str(config.getini("bootmatrix_results"))
+    return Path(config.getoption("--bootmatrix-results") or (config.rootpath / configured if configured else None)
+                or Path(config.rootpath) / "results")
 
 
 def session_name(config: pytest.Config) -> str:

@@ -55,3 +55,17 @@ def test_cache_list_shows_each_entry_and_prune_removes_them(tmp_path: Path, monk
     pruned = capsys.readouterr().out
     assert "removed 2 entries: " in pruned and all(key[:12] in pruned for key in keys.values()), pruned
     assert store.entries() == []
+
+
+def test_shipped_matrices_are_named_and_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "gosource"]) == 0
+    shown = capsys.readouterr().out
+    assert "riscv64-opensbi-direct-gosource" in shown
+    assert "shipped matrices (bootmatrix run NAME" in shown and "gosource (" in shown and "examples (" in shown
+    (tmp_path / "gosource").write_text('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n')
+    assert main(["list", "gosource"]) == 0, "a file of that name here is a path, as before"
+    assert "x86_64-seabios-direct" in capsys.readouterr().out
+    assert main(["list", "./nope"]) == 2
+    assert "nope: no such matrix file" in capsys.readouterr().out

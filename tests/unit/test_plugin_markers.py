@@ -108,3 +108,18 @@ def test_a_session_that_cannot_run_is_a_one_line_usage_error(
     outcome = pytester.runpytest_subprocess(*args)
     assert outcome.ret == pytest.ExitCode.USAGE_ERROR
     assert expected in outcome.stderr.str() and "Traceback" not in outcome.stderr.str()
+
+
+def test_a_project_names_its_matrix_in_its_pytest_configuration(pytester: pytest.Pytester) -> None:
+    """`bootmatrix_matrix` (and `bootmatrix_arch`) in the project's ini: the cells come from there; the
+    command line still wins."""
+    pytester.makeini("[pytest]\nbootmatrix_matrix = mine.toml\nbootmatrix_arch = riscv64\n")
+    (pytester.path / "mine.toml").write_text('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n'
+                                             '[[cell]]\narch = "riscv64"\nfirmware = "opensbi"\n')
+    pytester.makepyfile(test_inner="def test_inner(cell):\n    pass\n")
+    listed = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+    assert "test_inner.py::test_inner[riscv64-opensbi-direct]" in listed.stdout.str()
+    assert "x86_64" not in listed.stdout.str()
+    shipped = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q",
+                                            "--bootmatrix-matrix=gosource")
+    assert "test_inner[riscv64-opensbi-direct-gosource]" in shipped.stdout.str()
