@@ -218,3 +218,15 @@ def test_read_only_results_are_one_line_exit_2(small_disk: Path) -> None:
         """, str(small_disk), options="size=1m,ro")
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.strip() == f"error: --results: cannot write {small_disk}/results: its file system is read-only"
+
+
+def test_a_history_on_a_read_only_file_system_is_one_line_exit_2(small_disk: Path) -> None:
+    done = run_on_small_disk(small_disk, """
+        import sys
+        from matrix.cli import main
+        sys.exit(main(["run", "--history", sys.argv[1] + "/history.sqlite", "--results", "/tmp/unused-results"]))
+        """, str(small_disk), options="size=1m,ro")
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(f"error: history: cannot write {small_disk}/history.sqlite"), line
+    assert "\n" not in line
