@@ -117,6 +117,7 @@ class Machine:
         self.qemu_version = ""
         self.end: MachineEnd | None = None  # set by stop()
         self._death_told = False  # a wait, a power-off or the caller has told someone why QEMU is gone
+        self._stop_lock = threading.Lock()
         # Private: console.log, QMP journals and VARS copies may hold what a guest printed or stored
         # (keys, tokens); only this user reads them, whatever the umask.
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -385,6 +386,10 @@ class Machine:
         it to result.json. With `check`, raises AbnormalShutdown when QEMU had ended abnormally on its
         own (abnormal_end). `told`: the caller has reported this machine's end itself (nothing more to
         report, whatever it was)."""
+        with self._stop_lock:  # a run's interruption may stop it while the thread that booted it does too
+            return self._stop(timeout, check, told)
+
+    def _stop(self, timeout: float, check: bool, told: bool) -> int | None:
         if self.process is None:
             return None
         if self.end is not None:

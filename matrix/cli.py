@@ -368,7 +368,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         finished = {index for index, future in enumerate(futures) if future.done()}
         pool.shutdown(wait=False, cancel_futures=True)
         for machine in live_machines():  # a boot in progress ends now; its cell is reported interrupted
-            machine.kill()
+            try:
+                machine.stop(timeout=2.0, check=False, told=True)  # QMP quit, then kill; writes result.json
+            except Exception:  # noqa: BLE001 - a worker may be tearing it down at the same moment
+                machine.kill()
     finally:
         signal.signal(signal.SIGTERM, previous)
     if interrupted is None:

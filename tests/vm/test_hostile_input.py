@@ -76,6 +76,8 @@ def test_an_interrupted_run_writes_its_report_and_says_so(tmp_path: Path, sig: i
     assert report["interrupted"] == signal.Signals(sig).name
     assert [row["result"] for row in report["cells"]] == ["interrupted", "interrupted"]
     assert (summary.parent / "junit.xml").exists()
+    (booting,) = [pid.parent for pid in results.glob("run-*/*/qemu.pid")]
+    assert json.loads((booting / "result.json").read_text())["stopped_by_harness"] is True
     time.sleep(0.5)
     assert _qemu_alive(results) == []
 
