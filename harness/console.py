@@ -98,7 +98,7 @@ class Transcript:
         self.secrets: list[str] = []
         self._head_left = head_bytes
         self._tail_bytes = tail_bytes
-        self._tail: deque[str] = deque()
+        self._tail: deque[tuple[str, int]] = deque()  # (text, its size in bytes)
         self._tail_size = 0
         self.cut_bytes = 0
         self.cut_lines = 0
@@ -119,12 +119,12 @@ class Transcript:
             self._head_left -= size
             self._file.write(text)
             return
-        self._tail.append(text)
+        self._tail.append((text, size))
         self._tail_size += size
         while self._tail_size > self._tail_bytes and len(self._tail) > 1:
-            dropped = self._tail.popleft()
-            self._tail_size -= len(dropped.encode("utf-8", errors="replace"))
-            self.cut_bytes += len(dropped.encode("utf-8", errors="replace"))
+            dropped, dropped_size = self._tail.popleft()
+            self._tail_size -= dropped_size
+            self.cut_bytes += dropped_size
             self.cut_lines += dropped.endswith("\n")
 
     def _piece(self, text: str) -> None:
@@ -160,7 +160,7 @@ class Transcript:
         if self.cut_bytes:
             self._file.write(f"{self._stamp()}### console.log cut here: {self.cut_bytes} bytes ({self.cut_lines} "
                              f"lines) of the middle not kept; the last {self._tail_size} bytes follow\n")
-        self._file.writelines(self._tail)
+        self._file.writelines(text for text, _ in self._tail)
         self._tail.clear()
         self._file.close()
 

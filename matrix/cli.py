@@ -115,9 +115,8 @@ def _artifact_cell(args: argparse.Namespace) -> Cell | None:
         "arch": arch, "firmware": firmware, "append": args.append or "", "ready": args.ready, "login": login,
         "bad": tuple(args.bad or ()), "console": args.console_device,
         "machine_options": tuple(args.machine_option or ()),
-        "timeout": args.timeout, "name": args.name, "memory_mib": 512 if args.memory is None else args.memory,
-        "smp": 1 if args.smp is None else args.smp,
-    }
+        "timeout": args.timeout, "name": args.name, "memory_mib": args.memory, "smp": args.smp,
+    }  # an option not given is None, which cell_from_options leaves out: the Cell's own default applies
     return cell_from_options(values, Path.cwd())
 
 

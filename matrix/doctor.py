@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from arches import NAMES
 from harness.accel import kvm_verdict
 from harness.qemu import QemuInstall, QemuNotFound
 from images.debian.mirror import DEFAULT_KEYRING, KEYRING_ENV, MirrorNotFound, find_mirror
-from images.store import CorruptEntry, Store
+from images.store import CorruptEntry, Entry, Store
+from images.tools import ToolMissing, host_tool
 from matrix import host_packages
 from matrix.host_packages import HostPackage
 
@@ -27,7 +28,6 @@ class Capability:
     name: str
     ok: bool | None  # None: informational (the default matrix does not need it)
     detail: str
-    packages: list[HostPackage] = field(default_factory=list)  # what would fix it
 
 
 @dataclass
@@ -57,7 +57,14 @@ def _lacking(tools: list[str], capability: str, missing: list[HostPackage]) -> s
 
 
 def _tools(names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if shutil.which(n) is None and shutil.which(n, path="/usr/sbin:/sbin") is None]
+    """The tools of `names` not found the way the recipes look for them (images.tools.host_tool)."""
+    lacking = []
+    for name in names:
+        try:
+            host_tool(name, "", "be found")
+        except ToolMissing:
+            lacking.append(name)
+    return lacking
 
 
 def _version(qemu: QemuInstall, arch: str) -> str | None:
@@ -67,35 +74,31 @@ def _version(qemu: QemuInstall, arch: str) -> str | None:
         return None
 
 
-def _pinned(store: Store) -> QemuInstall | None:
+def _entry_named(store: Store, name: str) -> Entry | None:
+    """A store entry built by the recipe `name` (any inputs), or None: what is cached, without building."""
     for entry in store.entries():
         try:
-            if entry.manifest()["name"] == PINNED:
-                return QemuInstall.from_prefix("pinned", entry.content)
+            if entry.manifest()["name"] == name:
+                return entry
         except (CorruptEntry, OSError, KeyError):
             continue
     return None
+
+
+def _pinned(store: Store) -> QemuInstall | None:
+    entry = _entry_named(store, PINNED)
+    return QemuInstall.from_prefix("pinned", entry.content) if entry is not None else None
 
 
 def _as_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
 
 
-def _cached(store: Store, name: str) -> bool:
-    for entry in store.entries():
-        try:
-            if entry.manifest()["name"] == name:
-                return True
-        except (CorruptEntry, OSError, KeyError):
-            continue
-    return False
-
-
 def _kvm(store: Store, pinned: QemuInstall | None, host: QemuInstall | None) -> Capability:
     """The lab's own verdict (its probe boots our x86_64 kernel under KVM) when what it needs is cached;
     otherwise the probe's first stage only (a boot sector), said as such: on some hosts (a nested
     "kvm-pvm" module) the boot sector runs and a Linux guest does not."""
-    if pinned is not None and _cached(store, "minimal-x86_64"):
+    if pinned is not None and _entry_named(store, "minimal-x86_64") is not None:
         from matrix.lab import Lab
         from matrix.model import Cell
 
@@ -125,7 +128,7 @@ def examine(store: Store | None = None) -> Report:
     keyring = Path(os.environ.get(KEYRING_ENV, str(DEFAULT_KEYRING)))
     fetch_problems = [f"no {t}" for t in fetch_tools] + ([] if keyring.exists() else [f"no keyring {keyring}"])
     fetching = Capability("Debian fetching", mirror_ok and not fetch_problems,
-                          "; ".join([*fetch_problems, mirror_words]), _missing_for("Debian fetching", missing))
+                          "; ".join([*fetch_problems, mirror_words]))
     found.append(fetching)
 
     pinned = _pinned(store)
@@ -135,24 +138,22 @@ def examine(store: Store | None = None) -> Report:
                                 "cached: " + ", ".join(f"{a} {v or 'MISSING'}" for a, v in versions.items())))
     else:
         found.append(Capability("pinned QEMU", fetching.ok, "not cached yet: fetched from Debian 13's packages "
-                                "on first use" + ("" if fetching.ok else ", which needs Debian fetching"),
-                                fetching.packages))
+                                "on first use" + ("" if fetching.ok else ", which needs Debian fetching")))
 
     host = QemuInstall.host()
     host_versions = {arch: _version(host, arch) for arch in NAMES}
     found.append(Capability("host QEMU", None if any(host_versions.values()) else False,
                             ", ".join(f"{a} {v or 'missing'}" for a, v in host_versions.items())
-                            + " (cells with qemu = \"host\")", _missing_for("host QEMU", missing)))
+                            + " (cells with qemu = \"host\")"))
 
     found.append(_kvm(store, pinned, host if host_versions["x86_64"] else None))
 
     stick = _tools(("mkfs.vfat", "mmd", "mcopy"))
     found.append(Capability("the stick", not stick, _lacking(stick, "the stick", missing) if stick else
-                            "mkfs.vfat, mmd, mcopy present", _missing_for("the stick", missing)))
+                            "mkfs.vfat, mmd, mcopy present"))
     iso = _tools(("xorriso", "mkfs.btrfs"))
     found.append(Capability("the tinyboot ISO", None if not iso else False, _lacking(iso, "the tinyboot ISO", missing)
-                            if iso else "xorriso and mkfs.btrfs (its persistent disk) present",
-                            _missing_for("the tinyboot ISO", missing)))
+                            if iso else "xorriso and mkfs.btrfs (its persistent disk) present"))
 
     # Snapshots save a VM by migrating it to a file: URI, which QEMU has since 8.2.
     if pinned is None:

@@ -138,9 +138,7 @@ class _Active:
         with self._lock:
             responses = list(self._responses)
         for response in responses:
-            shutdown = getattr(response, "shutdown", None)  # urllib3 2.3+: unblocks a read in another thread
-            if shutdown is not None:
-                shutdown()
+            response.shutdown()  # urllib3 2.3+ (pyproject): unblocks a read in another thread
 
 
 _NOT_STOPPED = _Active()

@@ -129,16 +129,16 @@ def _symlink_target(name: str, target: str) -> str:
     return str(PurePosixPath(*([".."] * depth), target.lstrip("/")))
 
 
-def _extract_member(tree: Tree, member: tarfile.TarInfo, name: str, archive: tarfile.TarFile) -> bool:
-    """Write one member; False when it is skipped (a device or FIFO)."""
+def _extract_member(tree: Tree, member: tarfile.TarInfo, name: str, archive: tarfile.TarFile) -> str | None:
+    """Write one member; the host path written, or None when it is skipped (a device or FIFO)."""
     mode = (member.mode or 0) & 0o777
     if member.isdev() or member.isfifo():
-        return False
+        return None
     if member.isdir():
         path = tree.host(tree.resolve(name))
         os.makedirs(path, exist_ok=True)
         os.chmod(path, mode | 0o700)  # we must be able to write into it; no one else needs more than given
-        return True
+        return path
     path = tree.place(name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if member.issym():
@@ -164,7 +164,7 @@ def _extract_member(tree: Tree, member: tarfile.TarInfo, name: str, archive: tar
     else:
         raise UnsafePackage(f"member {name!r}: unsupported type {member.type!r}")
     os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
-    return True
+    return path
 
 
 def extract_deb(deb: Path, dest: Path, wanted: Callable[[str], bool] | None = None) -> list[str]:
@@ -181,10 +181,11 @@ def extract_deb(deb: Path, dest: Path, wanted: Callable[[str], bool] | None = No
                 name = member_name(member.name)
                 if not name or (wanted is not None and not member.isdir() and not wanted(name)):
                     continue
-                if _extract_member(tree, member, name, archive) and not member.isdir():
+                path = _extract_member(tree, member, name, archive)
+                if path is not None and not member.isdir():
                     written.append(name)
                     if member.issym():
-                        links.append(os.path.relpath(tree.place(name), tree.root))
+                        links.append(os.path.relpath(path, tree.root))
     finally:
         proc.stdout.close()
         if proc.wait() != 0:

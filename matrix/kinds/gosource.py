@@ -15,7 +15,7 @@ from harness.machine import Machine
 from images.debian.lock import busybox_set, go_set, kernel_set, shell_set
 from images.recipes.firmware import FirmwareSet
 from matrix.kinds import CheckVerdict, ImageKind, Readiness, RunCheck, register
-from matrix.latency import FIRST_CALL_MEDIAN, CallTimes, CompileBudget, judge_latency, run_sweep
+from matrix.latency import FIRST_CALL_MEDIAN, CompileBudget, Sweep, judge_latency, run_sweep
 
 if TYPE_CHECKING:
     from matrix.model import Cell
@@ -30,35 +30,34 @@ class CompileSweep(RunCheck):
     def __init__(self, cell: Cell, budget: CompileBudget):
         self.cell, self.budget = cell, budget
         self.accel = ""
-        self.warmup_wait: float | None = None
-        self.calls: dict[str, CallTimes] | None = None
-        self.reference: tuple[float, float] | None = None
+        self.sweep: Sweep | None = None  # None: the guest was not swept (the boot failed, or the sweep did)
         self.error = ""
 
     def after_boot(self, machine: Machine, record: BootRecord) -> None:
         self.accel = record.accel
         try:
-            sweep = run_sweep(machine.console)
-            self.warmup_wait, self.calls, self.reference = sweep.warmup, sweep.calls, sweep.references
+            self.sweep = run_sweep(machine.console)
         except RuntimeError as error:
             self.error = str(error)
 
     def verdict(self, baseline: Callable[[str, int], float | None]) -> CheckVerdict:
         if self.error:
             return CheckVerdict([f"compile sweep failed: {self.error}"])
-        if self.calls is None:
+        if self.sweep is None:
             return CheckVerdict()
-        reference = sum(self.reference) / 2 if self.reference else None
-        verdict = judge_latency({name: t.first for name, t in self.calls.items()}, self.budget, self.accel,
-                                baseline(FIRST_CALL_MEDIAN, self.budget.min_runs), reference, self.cell.arch)
-        not_built = sorted(name for name, t in self.calls.items() if not t.built)
+        calls = self.sweep.calls
+        verdict = judge_latency({name: t.first for name, t in calls.items()}, self.budget, self.accel,
+                                baseline(FIRST_CALL_MEDIAN, self.budget.min_runs), self.sweep.reference,
+                                self.cell.arch)
+        not_built = sorted(name for name, t in calls.items() if not t.built)
         failures = [f"{self.cell.id}: {failure}" for failure in verdict.failures] + (
             [f"{self.cell.id}: not built on first call, or rebuilt on the second: {not_built}"] if not_built else [])
         return CheckVerdict(
             failures, {FIRST_CALL_MEDIAN: verdict.median}, f"{verdict.median:.2f}/{verdict.slowest:.2f}",
-            {"compile": {name: asdict(times) for name, times in self.calls.items()}, "warmup_wait": self.warmup_wait,
-             "compile_median": verdict.median, "compile_max": verdict.slowest, "speed_reference": self.reference,
-             "budget_factor": verdict.factor, "compared_with": verdict.compared},
+            {"compile": {name: asdict(times) for name, times in calls.items()}, "warmup_wait": self.sweep.warmup,
+             "compile_median": verdict.median, "compile_max": verdict.slowest,
+             "speed_reference": self.sweep.references, "budget_factor": verdict.factor,
+             "compared_with": verdict.compared},
         )
 
 
