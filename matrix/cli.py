@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -65,7 +66,9 @@ from images.debian.lock import (
     resolve_lock,
 )
 from images.debian.mirror import MirrorNotFound, find_mirror
+from images.manifest import MANIFEST_DIR, ManifestError, RecordingStore, load_manifest, write_manifest
 from images.store import CorruptEntry, Store
+from matrix import verify
 from matrix.compare import FIRMWARE_PHASE, judge, sample_cell
 from matrix.firmware import DISK, EFI, FIRMWARE_NAMES, KERNEL, default_firmware
 from matrix.history import Gate, History, HistoryError, Metric, Row, check_gate
@@ -616,6 +619,49 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Every image of the matrices against the committed manifest: a table, the differences, exit 1 on any."""
+    whole = not args.matrix
+    matrices = args.matrix or verify.default_matrices()
+    suites = FIRMWARE_SUITES if whole else ()
+    cache = Store().root
+    expected = {} if args.update else load_manifest(args.manifest)  # a bad manifest stops before any build
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(verify.empty_store(cache, args.keep)) if args.rebuild else RecordingStore(cache)
+        if args.rebuild:
+            out.print(f"building every image in an empty store: {store.root}")
+        built = verify.build_images(Lab(store, locked=not args.allow_drift), matrices, suites)
+        for what, why in built.errors.items():
+            out.print(f"[red]cannot build[/] {escape(what)}: {escape(why)}", soft_wrap=True, highlight=False)
+        if args.update:
+            if built.errors or built.drift:
+                out.print("[red]error:[/] not written: the manifest is of images built from the lock, every one")
+                return 1
+            changed = write_manifest(verify.records(built), args.manifest)
+            out.print(f"{args.manifest}: {len(built.images)} images, {len(changed)} changed"
+                      + (f": {escape(', '.join(changed))}" if changed else ""), highlight=False)
+            return 0
+        previous = Store(cache) if args.rebuild else None
+        verdicts = verify.verify(built, store, expected, whole=whole, previous=previous)
+    table = Table("image", "result", "manifest", "built here", "first difference", title=str(args.manifest))
+    for verdict in verdicts:
+        colour = "green" if verdict.status == "identical" else ("yellow" if verdict.passed else "red")
+        table.add_row(escape(verdict.label), f"[{colour}]{verdict.status}[/]", verdict.expected, verdict.got,
+                      escape(verdict.details[0]) if verdict.details else "")
+    out.print(table)
+    for verdict in verdicts:
+        if verdict.details and verdict.status != "identical":
+            out.print(f"{escape(verdict.label)}: {verdict.status}", highlight=False)
+            for line in verdict.details[:40]:
+                out.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+            if len(verdict.details) > 40:
+                out.print(f"  ... and {len(verdict.details) - 40} more")
+    bad = sum(not v.passed for v in verdicts) + len(built.errors)
+    out.print(f"{len(verdicts) - sum(not v.passed for v in verdicts)} of {len(verdicts)} images as in the manifest"
+              + (f"; {bad} problem(s)" if bad else ""))
+    return 1 if verify.failed(verdicts, built) else 0
+
+
 def _at_least_one(value: str) -> int:
     if not value.lstrip("-").isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r}: give a whole number, 1 or more")
@@ -738,6 +784,17 @@ def parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a starter into a repository: matrix, test, pytest.ini, CI")
     init.add_argument("folder", nargs="?", type=Path, default=Path("."))
     init.set_defaults(func=cmd_init)
+    check = sub.add_parser("verify", help="compare every image built here with the committed manifest of its bytes")
+    check.add_argument("matrix", nargs="*", type=matrix_path,
+                       help="only these matrices' images (default: every shipped matrix and firmware set)")
+    check.add_argument("--update", action="store_true", help="write the manifest from the images built here")
+    check.add_argument("--rebuild", action="store_true",
+                       help="build every image in an empty store first (the .debs are shared)")
+    check.add_argument("--keep", action="store_true", help="with --rebuild: keep that store (its path is printed)")
+    check.add_argument("--manifest", type=Path, default=MANIFEST_DIR, help="the manifest folder")
+    check.add_argument("--allow-drift", action="store_true",
+                       help="re-resolve locked packages gone from the mirror; their images are 'not comparable'")
+    check.set_defaults(func=cmd_verify)
     cache = sub.add_parser("cache")
     cache.add_argument("action", choices=["list", "prune"])
     cache.add_argument("--older-than", type=_days, default=30.0, metavar="DAYS")
@@ -752,7 +809,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         forced_accel()  # a bad BOOTMATRIX_ACCEL is a usage error before anything is built
         code = int(args.func(args))
-    except (MatrixError, MirrorNotFound, AptError, LockError, CannotWrite, HistoryError, BadSetting) as error:
+    except (MatrixError, MirrorNotFound, AptError, LockError, CannotWrite, HistoryError, BadSetting,
+            ManifestError) as error:
         # One line each, however long; the words are the user's (a regex's brackets are not markup).
         out.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
         return 2
