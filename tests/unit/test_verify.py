@@ -43,7 +43,7 @@ def test_the_cli_exits_1_naming_the_image_and_file_whose_bytes_the_manifest_does
     assert "identical" in capsys.readouterr().out
     path = manifest / file_name("minimal-riscv64")
     record = json.loads(path.read_text())
-    sha256, size, mode = record["files"]["kernel"].split()
+    _, size, mode = record["files"]["kernel"].split()
     record["files"]["kernel"] = f"{'0' * 64} {size} {mode}"
     record["content_sha256"] = "0" * 64
     path.write_text(json.dumps(record))
