@@ -16,12 +16,12 @@ VERIFY_FLAGS := $(if $(filter 0,$(BOOTMATRIX_STRICT)),--allow-drift,)
 # --clean-alluredir is not safe with xdist (each worker would delete the folder), so it is cleaned here.
 REPORTS := --alluredir=results/allure-results --junitxml=results/junit.xml --html=results/report.html --self-contained-html
 
-.PHONY: demo test setup host report-tools lint type unit vm bench compare report durations clean fresh-clone-check
+.PHONY: demo test setup host host-tests report-tools lint type unit vm bench compare report durations clean fresh-clone-check
 
 demo: setup
 	$(BIN)/bootmatrix run
 
-test: setup
+test: setup host-tests
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	TOX=$(BIN)/tox scripts/unit-pythons
@@ -41,6 +41,10 @@ report-tools:
 
 host:
 	scripts/setup-host
+
+# What only the suite needs on top: lava-dispatcher, for the LAVA export test (tests/vm/test_lava.py).
+host-tests:
+	scripts/setup-host --tests
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import sys
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -74,6 +76,9 @@ from matrix.firmware import DISK, EFI, FIRMWARE_NAMES, KERNEL, default_firmware
 from matrix.history import Gate, History, HistoryError, Metric, Row, check_gate
 from matrix.kinds import RunCheck, kind_of
 from matrix.lab import CellError, Lab
+from matrix.lava import export as lava_export
+from matrix.lava import local as lava_local
+from matrix.lava import results as lava_results
 from matrix.model import (
     ARTIFACT_KEYS,
     DEFAULT_MATRIX,
@@ -662,6 +667,78 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if verify.failed(verdicts, built) else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Each cell as a LAVA job, its device dictionary and its artifacts under --out."""
+    cells = _cells(args)
+    folder = writable_folder(args.out, "--out")
+    jobs = lava_export.export(Lab(locked=args.locked or None), cells, folder, args.artifacts_url)
+    out.print(f"{len(jobs)} LAVA job(s) in {folder}/jobs, device dictionaries in {folder}/devices; serve "
+              f"{folder}/artifacts at {args.artifacts_url}", highlight=False)
+    return 0
+
+
+def cmd_lava_run(args: argparse.Namespace) -> int:
+    """The exported jobs through this machine's lava-run (root), with the pinned QEMU where cells use it."""
+    lab = Lab()
+    commands = {}
+    if args.qemu == "pinned":
+        commands = {arch: lava_local.qemu_wrapper(lab.qemu("pinned"), arch, args.output / "bin") for arch in NAMES}
+    try:
+        runs = lava_local.run_exported(args.export, args.output, commands, args.cell or None, jobs=int(args.jobs),
+                                       validate=args.validate)
+    except (lava_local.LavaUnavailable, ValueError) as error:
+        out.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
+        return 2
+    for run in runs:
+        out.print(f"{run.cell}: lava-run {'--validate ' if args.validate else ''}exit {run.exit_code} in "
+                  f"{run.seconds:.1f} s ({run.folder}/lava.log)", highlight=False)
+    if args.validate:
+        return 1 if any(run.exit_code for run in runs) else 0
+    out.print(f"`bootmatrix import lava {args.output}` reads the results")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """A LAVA output folder's results as a run's summary.json, junit.xml, console logs and history rows."""
+    try:
+        results = lava_results.read_output(args.output)
+    except lava_results.NotLavaOutput as error:
+        out.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
+        return 2
+    folder = new_folder(args.results, "lava", "--results")
+    history = None if args.no_history else History(args.history)
+    run = uuid.uuid4().hex
+    rows = []
+    for result in results:
+        workdir = folder / result.cell
+        with writing("--results", workdir):
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "console.log").write_text(result.console + "\n")
+            shutil.copyfile(result.folder / "lava.log", workdir / "lava.log")
+        job = yaml.safe_load((result.folder / "job.yaml").read_text())
+        accel = "tcg" if job.get("context", {}).get("no_kvm", True) else "kvm"
+        config = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        row = CellRow(result.cell, "pass" if result.passed else "fail", result.reason, accel=accel, qemu="lava",
+                      workdir=str(workdir), config=config, console_tail="" if result.passed else result.console_tail)
+        rows.append(row)
+        metrics = {"lava_boot_s": result.boot_seconds, "lava_job_s": result.job_seconds}
+        if history is not None and result.passed:
+            history.record(run, "lava", [Metric(row.cell, name, value, "s", "lava", "-", accel, config=config)
+                                         for name, value in metrics.items() if value is not None])
+    table = Table("cell", "result", "LAVA boot s", "LAVA job s", "reason")
+    for result, row in zip(results, rows, strict=True):
+        table.add_row(row.cell, "[green]pass[/]" if row.passed else "[red]fail[/]", _seconds(result.boot_seconds),
+                      _seconds(result.job_seconds), escape(row.reason))
+    out.print(table)
+    summary = {"run": run, "source": "lava", "from": str(args.output), "cells": [row.as_json() for row in rows],
+               "history": str(history.path) if history else None}
+    with writing("--results", folder):
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (folder / "junit.xml").write_text(junit_xml("bootmatrix lava", [row.as_json() for row in rows]))
+    out.print(f"Report: {folder} (summary.json, junit.xml, <cell>/console.log, lava.log)")
+    return 0 if all(row.passed for row in rows) else 1
+
+
 def _at_least_one(value: str) -> int:
     if not value.lstrip("-").isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r}: give a whole number, 1 or more")
@@ -795,6 +872,32 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--allow-drift", action="store_true",
                        help="re-resolve locked packages gone from the mirror; their images are 'not comparable'")
     check.set_defaults(func=cmd_verify)
+    export = sub.add_parser("export", help="each cell of a matrix as a job for another system (LAVA)")
+    export.add_argument("target", choices=["lava"])
+    export.add_argument("matrix", nargs="?", type=matrix_path, default=DEFAULT_MATRIX)
+    export.add_argument("--cell", action="append", default=[])
+    export.add_argument("--arch", action="append", default=[])
+    export.add_argument("--out", type=Path, required=True, help="jobs/, devices/, artifacts/ and export.json go here")
+    export.add_argument("--artifacts-url", required=True, help="where the lab will serve OUT/artifacts")
+    export.add_argument("--locked", action="store_true")
+    export.set_defaults(func=cmd_export)
+    lava_run = sub.add_parser("lava-run", help="run exported LAVA jobs on this machine's lava-dispatcher (root)")
+    lava_run.add_argument("export", type=Path, help="a `bootmatrix export lava` folder")
+    lava_run.add_argument("--output", type=Path, required=True, help="one folder per job: job.yaml, lava.log")
+    lava_run.add_argument("--cell", action="append", default=[])
+    lava_run.add_argument("--qemu", choices=["pinned", "host"], default="pinned",
+                          help="the QEMU the device dictionaries run (host: qemu-system-<arch> on PATH)")
+    lava_run.add_argument("-j", "--jobs", type=_at_least_one, default=1)
+    lava_run.add_argument("--validate", action="store_true", help="only have the dispatcher check each job; exit 1 "
+                          "if one is refused")
+    lava_run.set_defaults(func=cmd_lava_run)
+    imported = sub.add_parser("import", help="results of another system (LAVA) as a run's reports and history")
+    imported.add_argument("target", choices=["lava"])
+    imported.add_argument("output", type=Path, help="a LAVA output folder: one folder per job (job.yaml, lava.log)")
+    imported.add_argument("--results", type=Path, default=Path("results"))
+    imported.add_argument("--history", type=Path, default=None)
+    imported.add_argument("--no-history", action="store_true")
+    imported.set_defaults(func=cmd_import)
     cache = sub.add_parser("cache")
     cache.add_argument("action", choices=["list", "prune"])
     cache.add_argument("--older-than", type=_days, default=30.0, metavar="DAYS")

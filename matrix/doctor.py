@@ -155,6 +155,11 @@ def examine(store: Store | None = None) -> Report:
     found.append(Capability("the tinyboot ISO", None if not iso else False, _lacking(iso, "the tinyboot ISO", missing)
                             if iso else "xorriso and mkfs.btrfs (its persistent disk) present"))
 
+    lava = shutil.which("lava-run")
+    found.append(Capability("LAVA", None if lava else False, (
+        f"lava-run at {lava}" + ("" if os.geteuid() == 0 else "; it runs as root only") if lava
+        else _lacking(["lava-run"], "LAVA", missing))))
+
     # Snapshots save a VM by migrating it to a file: URI, which QEMU has since 8.2.
     if pinned is None:
         found.append(Capability("snapshots", None, "with the pinned QEMU (10.0) once it is fetched"))

@@ -19,6 +19,7 @@ class HostPackage:
     name: str
     capability: str  # a capability of `bootmatrix doctor`
     why: str
+    tests_only: bool = False  # installed for `make test` (setup-host --tests), not for the main job
 
 
 PACKAGES = (
@@ -41,6 +42,8 @@ PACKAGES = (
     HostPackage("btrfs-progs", "the tinyboot ISO", "mkfs.btrfs: the tinyboot app's persistent disk"),
     HostPackage("python3", "Python", "the Python bootmatrix runs on"),
     HostPackage("python3-venv", "Python", "the virtual environment the Makefile creates"),
+    # Measured on Debian 12: 146 packages (14 of them upgrades), 48 MB downloaded, 200 MB on disk, 76 s.
+    HostPackage("lava-dispatcher", "LAVA", "lava-run: exported LAVA jobs run on a real dispatcher", tests_only=True),
 )
 
 
@@ -88,11 +91,13 @@ def install(packages: list[HostPackage]) -> int:
 
 def main(argv: list[str]) -> int:
     if argv == ["--install"]:
+        return install([p for p in missing() if not p.tests_only])
+    if argv == ["--install", "--tests"]:
         return install(missing())
     if argv == ["--missing"]:
         print(" ".join(p.name for p in missing()))
         return 0
-    print("usage: host_packages.py --install | --missing", file=sys.stderr)
+    print("usage: host_packages.py --install [--tests] | --missing", file=sys.stderr)
     return 2
 
 
