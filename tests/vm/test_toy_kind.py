@@ -48,7 +48,9 @@ class Toy(ImageKind):
         return BootMedia(self.image(lab, cell.arch), firmware)
 
     def readiness(self, lab: Provisioner, cell: Cell) -> Readiness:
-        return Readiness(r"TOY-BANNER arch=\S+", shell=False)
+        # The whole line: a pattern that can match a prefix of it (`arch=\S+`) is met by whatever part
+        # of the line the first chunk brought (seen once: "TOY-BANNER arch=x86", under load).
+        return Readiness(r"TOY-BANNER arch=\S+ cmdline=[^\r\n]*[\r\n]", shell=False)
 
 
 register(Toy())
