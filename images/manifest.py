@@ -160,9 +160,9 @@ def load_manifest(folder: Path = MANIFEST_DIR) -> dict[str, ImageRecord]:
     return records
 
 
-def write_manifest(records: Iterable[ImageRecord], folder: Path = MANIFEST_DIR) -> list[str]:
-    """Write one file per image (and remove those of images no longer built); the labels whose file
-    changed."""
+def write_manifest(records: Iterable[ImageRecord], folder: Path = MANIFEST_DIR, *, prune: bool = True) -> list[str]:
+    """Write one file per image and, with `prune` (the records are every image), remove those of images
+    no longer built; the labels whose file changed."""
     folder.mkdir(parents=True, exist_ok=True)
     changed, wanted = [], set()
     for record in records:
@@ -174,7 +174,7 @@ def write_manifest(records: Iterable[ImageRecord], folder: Path = MANIFEST_DIR) 
             temporary.write_text(text)
             os.replace(temporary, path)
             changed.append(record.label)
-    for path in folder.glob("*.json"):
+    for path in folder.glob("*.json") if prune else ():
         if path.name not in wanted:
             path.unlink()
             changed.append(path.stem)

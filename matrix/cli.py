@@ -642,7 +642,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if built.errors or built.drift:
                 out.print("[red]error:[/] not written: the manifest is of images built from the lock, every one")
                 return 1
-            changed = write_manifest(verify.records(built), args.manifest)
+            # Only the whole set removes the files of images no longer built; a matrix's own keeps the rest.
+            changed = write_manifest(verify.records(built), args.manifest, prune=whole)
             out.print(f"{args.manifest}: {len(built.images)} images, {len(changed)} changed"
                       + (f": {escape(', '.join(changed))}" if changed else ""), highlight=False)
             return 0

@@ -77,7 +77,10 @@ def serving(folder: Path, url: str) -> Iterator[None]:
     if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
         raise ValueError(f"--artifacts-url {url}: a local run serves the artifacts itself, on http://127.0.0.1:PORT/")
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", parts.port), handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", parts.port), handler)
+    except OSError as error:
+        raise ValueError(f"cannot serve the artifacts at {url}: {error.strerror}") from None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -76,6 +76,7 @@ def test_the_manifest_round_trips_and_drops_images_no_longer_built(tmp_path: Pat
     assert write_manifest([one, two], folder) == ["one", "two[name=X]"]
     assert write_manifest([one, two], folder) == []  # nothing changed, nothing written
     assert load_manifest(folder) == {"one": one, "two[name=X]": two}
+    assert write_manifest([one], folder, prune=False) == []  # a subset keeps the others' files
     assert write_manifest([one], folder) == ["two_name_X"]
     assert list(load_manifest(folder)) == ["one"]
 
