@@ -718,7 +718,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             shutil.copyfile(result.folder / "lava.log", workdir / "lava.log")
         job = yaml.safe_load((result.folder / "job.yaml").read_text())
         accel = "tcg" if job.get("context", {}).get("no_kvm", True) else "kvm"
-        config = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        config = lava_results.job_config(job)
         row = CellRow(result.cell, "pass" if result.passed else "fail", result.reason, accel=accel, qemu="lava",
                       workdir=str(workdir), config=config, console_tail="" if result.passed else result.console_tail)
         rows.append(row)

@@ -11,6 +11,7 @@ A cell passes when the job finished correctly and every result passed; the first
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,6 +102,16 @@ def read_job(folder: Path) -> JobResult:
         job_seconds = (datetime.fromisoformat(str(times[-1])) - datetime.fromisoformat(str(times[0]))).total_seconds()
     return JobResult(cell, passed, reason, folder, console, cases,
                      _seconds(boot.get("duration")) if boot else None, job_seconds)
+
+
+def job_config(job: dict[str, Any]) -> str:
+    """The history's configuration hash of a job: its whole definition but where the artifacts are
+    served (a local run serves them on a new port each time), so runs of one job compare."""
+    unserved = json.loads(json.dumps(job, default=str))
+    for action in unserved.get("actions", []):
+        for image in action.get("deploy", {}).get("images", {}).values():
+            image.pop("url", None)
+    return hashlib.sha256(json.dumps(unserved, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_output(output: Path) -> list[JobResult]:

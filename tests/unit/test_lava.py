@@ -14,7 +14,7 @@ from harness.spec import Disk, MachineSpec, Pflash
 from matrix.cli import main
 from matrix.lava.device import device_dict, qemu_options
 from matrix.lava.export import context_of, deployed_files
-from matrix.lava.results import NotLavaOutput, read_job, read_output
+from matrix.lava.results import NotLavaOutput, job_config, read_job, read_output
 
 
 def test_the_device_renders_a_context_as_the_qemu_device_type_does() -> None:
@@ -104,6 +104,15 @@ def test_the_first_failed_result_is_the_reason_and_an_unfinished_log_fails(tmp_p
     assert result.reason == "LAVA: lava/lava-test-monitor fail: lava-test-monitor timed out after 30 seconds"
     unfinished = read_job(_job_folder(tmp_path, "cut", PASSING[:3]))
     assert not unfinished.passed and "did not finish" in unfinished.reason
+
+
+def test_a_jobs_history_configuration_does_not_depend_on_where_its_artifacts_are_served() -> None:
+    def job(url: str, sha256: str) -> dict[str, object]:
+        return {"context": {"arch": "amd64"}, "actions": [
+            {"deploy": {"to": "tmpfs", "images": {"kernel": {"url": url, "sha256sum": sha256}}}}, {"boot": {}}]}
+
+    assert job_config(job("http://127.0.0.1:1/a", "1")) == job_config(job("http://127.0.0.1:2/a", "1"))
+    assert job_config(job("http://127.0.0.1:1/a", "1")) != job_config(job("http://127.0.0.1:1/a", "2"))
 
 
 def test_a_folder_that_is_not_lava_output_is_one_line(tmp_path: Path) -> None:
