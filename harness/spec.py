@@ -132,13 +132,29 @@ def machine_args(spec: MachineSpec) -> list[str]:
     return ["-machine", ",".join(machine)]
 
 
+def pflash_blockdev(unit: int, filename: str, read_only: bool) -> list[str]:
+    """The -blockdev of flash bank `unit`; `filename` is QEMU option text (option_value of a path, or a
+    placeholder another runner fills in, as LAVA's `{pflash0}`)."""
+    node = f"node-name=pflash{unit},driver=file,filename={filename}"
+    return ["-blockdev", f"{node},read-only={'on' if read_only else 'off'}"]
+
+
 def pflash_args(spec: MachineSpec, force_read_only: bool = False) -> list[str]:
     args: list[str] = []
     for unit, flash in enumerate(spec.pflash):
-        read_only = "on" if flash.readonly or force_read_only else "off"
-        node = f"node-name=pflash{unit},driver=file,filename={option_value(flash.path)}"
-        args += ["-blockdev", f"{node},read-only={read_only}"]
+        args += pflash_blockdev(unit, option_value(flash.path), flash.readonly or force_read_only)
     return args
+
+
+def disk_args(index: int, disk: Disk, filename: str) -> list[str]:
+    """The -drive and -device(s) of disk `index`; `filename` as for pflash_blockdev."""
+    options = f"file={filename},format={disk.format},if=none,id=disk{index}"
+    if disk.cdrom:
+        return ["-drive", f"{options},media=cdrom,readonly=on", "-device", f"virtio-scsi-pci,id=scsi{index}",
+                "-device", f"scsi-cd,drive=disk{index},bus=scsi{index}.0,bootindex={index}"]
+    options += ",snapshot=on" if disk.snapshot else ""
+    options += ",readonly=on" if disk.readonly else ""
+    return ["-drive", options, "-device", f"{disk.interface},drive=disk{index}"]
 
 
 def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds: HarnessFds) -> list[str]:
@@ -156,14 +172,7 @@ def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds:
         argv += ["-bios", str(spec.bios)]
     argv += pflash_args(spec)
     for index, disk in enumerate(spec.disks):
-        options = f"file={option_value(disk.path)},format={disk.format},if=none,id=disk{index}"
-        if disk.cdrom:
-            argv += ["-drive", f"{options},media=cdrom,readonly=on", "-device", f"virtio-scsi-pci,id=scsi{index}",
-                     "-device", f"scsi-cd,drive=disk{index},bus=scsi{index}.0,bootindex={index}"]
-            continue
-        options += ",snapshot=on" if disk.snapshot else ""
-        options += ",readonly=on" if disk.readonly else ""
-        argv += ["-drive", options, "-device", f"{disk.interface},drive=disk{index}"]
+        argv += disk_args(index, disk, option_value(disk.path))
     if spec.kernel:
         argv += ["-kernel", str(spec.kernel)]
     if spec.initrd:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from arches import ARCHES
-from harness.spec import Disk, MachineSpec, machine_args
+from harness.spec import MachineSpec, disk_args, machine_args, pflash_blockdev
 from images.store import file_sha256
 from matrix.lab import Lab
 from matrix.lava.device import device_dict
@@ -53,26 +53,12 @@ class ExportedJob:
     device: str
 
 
-def _quoted(value: str) -> str:
-    """One argument of a command line LAVA joins with spaces and pexpect splits again."""
-    return shlex.quote(value)
-
-
-def _disk_arg(index: int, disk: Disk, label: str) -> str:
-    options = f"file={{{label}}},format={disk.format},if=none,id=disk{index}"
-    if disk.cdrom:
-        return (f"-drive {options},media=cdrom,readonly=on -device virtio-scsi-pci,id=scsi{index} "
-                f"-device scsi-cd,drive=disk{index},bus=scsi{index}.0,bootindex={index}")
-    options += ",snapshot=on" if disk.snapshot else ""
-    options += ",readonly=on" if disk.readonly else ""
-    return f"-drive {options} -device {disk.interface},drive=disk{index}"
-
-
 def deployed_files(spec: MachineSpec) -> dict[str, tuple[Path, str]]:
     """label -> (local file, the QEMU arguments that attach it, `{label}` standing for its path)."""
     files: dict[str, tuple[Path, str]] = {}
     if spec.kernel:
-        append = f" -append {_quoted(spec.append)}" if spec.append else ""
+        # LAVA joins the command line with spaces and pexpect splits it again: quoted as a shell would.
+        append = f" -append {shlex.quote(spec.append)}" if spec.append else ""
         files["kernel"] = (spec.kernel, "-kernel {kernel}" + append)
     if spec.initrd:
         files["initrd"] = (spec.initrd, "-initrd {initrd}")
@@ -81,11 +67,9 @@ def deployed_files(spec: MachineSpec) -> dict[str, tuple[Path, str]]:
     if spec.bios:
         files["bios"] = (spec.bios, "-bios {bios}")
     for unit, flash in enumerate(spec.pflash):
-        read_only = "on" if flash.readonly else "off"
-        files[f"pflash{unit}"] = (flash.path, f"-blockdev node-name=pflash{unit},driver=file,"
-                                              f"filename={{pflash{unit}}},read-only={read_only}")
+        files[f"pflash{unit}"] = (flash.path, " ".join(pflash_blockdev(unit, f"{{pflash{unit}}}", flash.readonly)))
     for index, disk in enumerate(spec.disks):
-        files[f"disk{index}"] = (disk.path, _disk_arg(index, disk, f"disk{index}"))
+        files[f"disk{index}"] = (disk.path, " ".join(disk_args(index, disk, f"{{disk{index}}}")))
     return files
 
 
@@ -107,7 +91,7 @@ def context_of(spec: MachineSpec, accel: str) -> dict[str, Any]:
     extra += OWN_NIC.get(spec.arch, [])
     extra += [f"-global {value}" for value in spec.globals]
     extra += [f"-device {value}" for value in spec.devices]
-    extra += [_quoted(arg) for arg in spec.extra_args]
+    extra += [shlex.quote(arg) for arg in spec.extra_args]
     context["extra_options"] = extra
     return context
 
