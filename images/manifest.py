@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from images.store import Builder, Store, file_sha256, inputs_key, tree_sha256
+from images.store import Builder, Store, TreePath, file_sha256, inputs_key, tree_digest, tree_paths
 
 MANIFEST_DIR = Path(__file__).with_name("manifest")
 FORMAT = 1
@@ -97,20 +97,19 @@ def labelled(used: Iterable[Used]) -> dict[str, Used]:
     return dict(sorted(labels.items()))
 
 
-def listing(content: Path) -> dict[str, str]:
-    """One line per path of a content folder: `<sha256> <size> <x|->`, `link <target>`, or `folder`
-    for an empty folder (a folder with files in it is implied by them)."""
+def listing(paths: list[TreePath]) -> dict[str, str]:
+    """One line per path of a content folder (its tree_paths): `<sha256> <size> <x|->`, `link <target>`,
+    or `folder` for an empty folder (a folder with files in it is implied by them)."""
     lines: dict[str, str] = {}
-    for path in sorted(content.rglob("*"), key=lambda p: p.relative_to(content).as_posix()):
-        rel = path.relative_to(content).as_posix()
-        info = path.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            lines[rel] = f"link {os.readlink(path)}"
-        elif stat.S_ISDIR(info.st_mode):
-            if not any(path.iterdir()):
-                lines[rel] = "folder"
+    parents = {entry.rel.rpartition("/")[0] for entry in paths}
+    for entry in paths:
+        if stat.S_ISLNK(entry.mode):
+            lines[entry.rel] = f"link {entry.detail}"
+        elif stat.S_ISDIR(entry.mode):
+            if entry.rel not in parents:
+                lines[entry.rel] = "folder"
         else:
-            lines[rel] = f"{file_sha256(path)} {info.st_size} {'x' if info.st_mode & 0o111 else '-'}"
+            lines[entry.rel] = f"{entry.detail} {entry.size} {'x' if entry.executable else '-'}"
     return lines
 
 
@@ -127,7 +126,8 @@ class ImageRecord:
 
     @classmethod
     def of(cls, label: str, used: Used) -> ImageRecord:
-        return cls(label, used.name, used.key, used.inputs, tree_sha256(used.content), listing(used.content))
+        paths = tree_paths(used.content)  # each file read once, for the tree hash and the listing
+        return cls(label, used.name, used.key, used.inputs, tree_digest(paths), listing(paths))
 
     def as_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "label": self.label, "name": self.name, "key": self.key,

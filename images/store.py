@@ -70,22 +70,56 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tree_sha256(root: Path) -> str:
-    """Hash of a folder: every path, its type, executable bit and content (or link target), sorted."""
-    digest = hashlib.sha256()
+@dataclass(frozen=True)
+class TreePath:
+    """One path of a content folder as the tree hash sees it: `detail` is a file's sha256, a link's
+    target, or "" for a folder."""
+
+    rel: str
+    mode: int
+    size: int
+    detail: str
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.mode & 0o111)
+
+
+def tree_paths(root: Path) -> list[TreePath]:
+    """Every path of a folder, sorted, each file read once; ValueError on anything but files, links and
+    folders."""
+    paths = []
     for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
-        rel = path.relative_to(root).as_posix()
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode):
-            digest.update(f"L {rel} -> {os.readlink(path)}\n".encode())
+            detail = os.readlink(path)
         elif stat.S_ISDIR(info.st_mode):
-            digest.update(f"D {rel}\n".encode())
+            detail = ""
         elif stat.S_ISREG(info.st_mode):
-            executable = "x" if info.st_mode & 0o111 else "-"
-            digest.update(f"F {rel} {executable} {file_sha256(path)}\n".encode())
+            detail = file_sha256(path)
         else:
             raise ValueError(f"unexpected file type in store entry: {path}")
+        paths.append(TreePath(path.relative_to(root).as_posix(), info.st_mode, info.st_size, detail))
+    return paths
+
+
+def tree_digest(paths: list[TreePath]) -> str:
+    """Hash of a folder from its tree_paths: every path, its type, executable bit and content (or link
+    target)."""
+    digest = hashlib.sha256()
+    for entry in paths:
+        if stat.S_ISLNK(entry.mode):
+            digest.update(f"L {entry.rel} -> {entry.detail}\n".encode())
+        elif stat.S_ISDIR(entry.mode):
+            digest.update(f"D {entry.rel}\n".encode())
+        else:
+            digest.update(f"F {entry.rel} {'x' if entry.executable else '-'} {entry.detail}\n".encode())
     return digest.hexdigest()
+
+
+def tree_sha256(root: Path) -> str:
+    """Hash of a folder: every path, its type, executable bit and content (or link target), sorted."""
+    return tree_digest(tree_paths(root))
 
 
 def stat_signature(path: Path) -> list[int]:

@@ -28,6 +28,7 @@ from images.manifest import (
     why_differs,
     write_manifest,
 )
+from images.store import tree_paths
 
 HASH = "a" * 64
 
@@ -60,7 +61,7 @@ def _tree(root: Path) -> Path:
 
 
 def test_a_listing_has_one_line_per_file_link_and_empty_folder(tmp_path: Path) -> None:
-    lines = listing(_tree(tmp_path / "content"))
+    lines = listing(tree_paths(_tree(tmp_path / "content")))
     assert set(lines) == {"sub/data", "run", "empty", "link"}
     assert lines["sub/data"].endswith(" 7 -") and lines["run"].endswith(" x")
     assert lines["empty"] == "folder" and lines["link"] == "link sub/data"
