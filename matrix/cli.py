@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -629,7 +628,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     whole = not args.matrix
     matrices = args.matrix or verify.default_matrices()
     suites = FIRMWARE_SUITES if whole else ()
-    cache = Store().root
+    cache = Store().root  # a cache that is a file, or read-only, is one line here, before any build
     expected = {} if args.update else load_manifest(args.manifest)  # a bad manifest stops before any build
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(verify.empty_store(cache, args.keep)) if args.rebuild else RecordingStore(cache)
@@ -716,9 +715,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             workdir.mkdir(parents=True, exist_ok=True)
             (workdir / "console.log").write_text(result.console + "\n")
             shutil.copyfile(result.folder / "lava.log", workdir / "lava.log")
-        job = yaml.safe_load((result.folder / "job.yaml").read_text())
-        accel = "tcg" if job.get("context", {}).get("no_kvm", True) else "kvm"
-        config = lava_results.job_config(job)
+        accel = "tcg" if result.definition.get("context", {}).get("no_kvm", True) else "kvm"
+        config = lava_results.job_config(result.definition)
         row = CellRow(result.cell, "pass" if result.passed else "fail", result.reason, accel=accel, qemu="lava",
                       workdir=str(workdir), config=config, console_tail="" if result.passed else result.console_tail)
         rows.append(row)

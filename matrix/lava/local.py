@@ -96,7 +96,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 def run_job(export_dir: Path, job: dict[str, str], output: Path, command: Path | None, job_id: int, *,
-            validate: bool = False) -> LocalRun:
+            lava_run: str, validate: bool = False) -> LocalRun:
     """One exported job through lava-run (with `validate`, only checked: the dispatcher builds its
     pipeline and checks every URL, boots nothing); its log and definition in output/<cell>/."""
     folder = output / job["cell"]
@@ -110,7 +110,7 @@ def run_job(export_dir: Path, job: dict[str, str], output: Path, command: Path |
     started = time.monotonic()
     with (folder / "lava.log").open("wb") as log:
         code = subprocess.run(
-            [check_lava_run(), *(["--validate"] if validate else []), "--job-id", str(job_id),
+            [lava_run, *(["--validate"] if validate else []), "--job-id", str(job_id),
              "--output-dir", str(folder / "tmp"), "--device", str(folder / "device.yaml"), str(folder / "job.yaml")],
             stdout=log, stderr=subprocess.STDOUT, check=False,
         ).returncode
@@ -123,7 +123,7 @@ def run_exported(export_dir: Path, output: Path, commands: dict[str, Path], cell
     """Every exported job (or those of `cells`) through lava-run, `jobs` at a time, the artifacts served
     meanwhile (validating a job fetches each URL's headers too). `commands`: the QEMU each arch's device
     runs (none: the export's `qemu-system-<arch>`)."""
-    check_lava_run()
+    lava_run = check_lava_run()
     listing = export_dir / "export.json"
     if not listing.is_file():
         raise ValueError(f"{export_dir}: no export.json in it (write one with `bootmatrix export lava`)")
@@ -135,6 +135,6 @@ def run_exported(export_dir: Path, output: Path, commands: dict[str, Path], cell
     output.mkdir(parents=True, exist_ok=True)
     with serving(export_dir / "artifacts", exported["artifacts_url"]), ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(run_job, export_dir, job, output, commands.get(job["arch"]), index + 1,
-                               validate=validate)
+                               lava_run=lava_run, validate=validate)
                    for index, job in enumerate(chosen)]
         return [future.result() for future in futures]

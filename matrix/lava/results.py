@@ -34,6 +34,7 @@ class JobResult:
     reason: str
     folder: Path
     console: str
+    definition: dict[str, Any]  # job.yaml as read
     cases: list[dict[str, Any]] = field(default_factory=list)
     boot_seconds: float | None = None
     job_seconds: float | None = None
@@ -100,7 +101,7 @@ def read_job(folder: Path) -> JobResult:
     job_seconds = None
     if len(times) >= 2:
         job_seconds = (datetime.fromisoformat(str(times[-1])) - datetime.fromisoformat(str(times[0]))).total_seconds()
-    return JobResult(cell, passed, reason, folder, console, cases,
+    return JobResult(cell, passed, reason, folder, console, job, cases,
                      _seconds(boot.get("duration")) if boot else None, job_seconds)
 
 
