@@ -46,7 +46,7 @@ class CompileSweep(RunCheck):
         if self.sweep is None:
             return CheckVerdict()
         calls = self.sweep.calls
-        verdict = judge_latency({name: t.first for name, t in calls.items()}, self.budget, self.accel,
+        verdict = judge_latency({name: t.judged for name, t in calls.items()}, self.budget, self.accel,
                                 baseline(FIRST_CALL_MEDIAN, self.budget.min_runs), self.sweep.reference,
                                 self.cell.arch)
         not_built = sorted(name for name, t in calls.items() if not t.built)
@@ -56,7 +56,8 @@ class CompileSweep(RunCheck):
             failures, {FIRST_CALL_MEDIAN: verdict.median}, f"{verdict.median:.2f}/{verdict.slowest:.2f}",
             {"compile": {name: asdict(times) for name, times in calls.items()}, "warmup_wait": self.sweep.warmup,
              "compile_median": verdict.median, "compile_max": verdict.slowest,
-             "speed_reference": self.sweep.references, "budget_factor": verdict.factor,
+             "speed_reference": self.sweep.references, "speed_reference_s": self.sweep.reference,
+             "budget_factor": verdict.factor,
              "compared_with": verdict.compared},
         )
 
