@@ -4,7 +4,7 @@ busy processes, with what the gate judged each time.
 Each round runs `bootmatrix run MATRIX --cell CELL --no-history` (the command of the issue's flake) in
 a fresh results folder while `load` host processes spin on pure Python arithmetic (started before the
 run, killed after it), then reads the cell's `check` from summary.json: the speed reference's median
-(one loop per guest vCPU, matrix/latency.py), the median and slowest first call, the factor the budgets
+(the guest's go build of a fixed program, matrix/latency.py), the median and slowest first call, the factor the budgets
 were stretched by, and whether the gate passed. The loads are interleaved round by round (0, 1, 2, 0,
 1, 2, ...), so slow drift of the host falls on every load alike.
 
@@ -25,6 +25,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from matrix.latency import CallTimes
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY = "while True: pass"
@@ -61,7 +65,7 @@ def one_round(matrix: Path, cell: str, load: int) -> Round:
     check = result.get("check") or {}
     if "compile_median" not in check:
         raise SystemExit(f"{cell}: no compile sweep in the result: {result.get('reason', '')}")
-    calls = {name: times["first"] for name, times in check["compile"].items()}
+    calls = {name: CallTimes(**times).judged for name, times in check["compile"].items()}  # as the gate saw them
     slowest = max(calls, key=lambda name: calls[name])
     failures = [gate for gate in result.get("gates", []) if "first call" in gate]
     return Round(load, check["speed_reference_s"], check["compile_median"], check["compile_max"], slowest,

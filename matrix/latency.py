@@ -13,12 +13,13 @@ import re
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.console import Console
 from harness.deadline import Deadline
-from images.recipes.gosource import STUB_INTERPRETER
+from images.recipes.gosource import BUILD_ENV, STUB_INTERPRETER
 
 
 class LatencyLimits(BaseModel):
@@ -160,12 +161,16 @@ def measure_calls(console: Console, commands: dict[str, str], deadline_s: float 
     return times
 
 
+BUILT_BINARY = "/run/bm/cache/bin/{name}"  # where the builder keeps a built command (bmbuild's ensure)
+
+
 def own_run_times(console: Console, commands: dict[str, str], deadline_s: float = 60.0) -> dict[str, float]:
     """Seconds of each built command run as itself (/run/bm/cache/bin/<name>), without its stub and the
     builder: what a second call costs over it is the builder's own overhead."""
     seconds = {}
     for name, arguments in commands.items():
-        output, code, took = _timed_call(console, f"/run/bm/cache/bin/{name} {arguments} 2>&1 >/dev/null", deadline_s)
+        call = f"{BUILT_BINARY.format(name=name)} {arguments} 2>&1 >/dev/null"
+        output, code, took = _timed_call(console, call, deadline_s)
         if code != 0:
             raise RuntimeError(f"the built {name} {arguments} failed ({code}): {output}")
         seconds[name] = round(took, 3)
@@ -186,15 +191,15 @@ REFERENCE_OUTPUT = "/tmp/bm-speed-reference"
 REFERENCE_BUILD = (
     # Truncated first: the go command would skip the link of an output whose build ID matches.
     f": > {REFERENCE_OUTPUT} && ( cd {WARMUP_DIR} && GOROOT=/go GOCACHE=/run/bm/gocache GOPATH=/run/bm/gopath"
-    f" HOME=/run/bm CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local /run/bm/bin/go build -buildvcs=false"
-    f" -ldflags='-s -w' -o {REFERENCE_OUTPUT} . )"
+    f" HOME=/run/bm {' '.join(f'{name}={value}' for name, value in BUILD_ENV.items())}"
+    f" {PurePosixPath(STUB_INTERPRETER).with_name('go')} build -buildvcs=false -ldflags='-s -w'"
+    f" -o {REFERENCE_OUTPUT} . )"
 )
 REFERENCE_EVERY = 8  # commands of the sweep between two timings of the speed reference
 # A single call can be slowed by the host alone (grep once took 9.6 s on a quiet host where it takes
 # about 1.5 s): the slowest commands of a sweep get their first call timed again, binary removed, and the
 # gate judges the lower timing. Load only ever adds time, so the lower one is the nearer to the guest's.
 RETIME_SLOWEST = 2
-BUILT_BINARY = "/run/bm/cache/bin/{name}"  # where the builder keeps a built command (bmbuild's ensure)
 
 
 def speed_reference(console: Console, deadline_s: float = 300.0) -> float:
@@ -223,7 +228,9 @@ def run_sweep(console: Console) -> Sweep:
     commands and after the last."""
     warmup = wait_for_warmup(console)
     if warmup is None:  # the guest ran no warm-up (bm.warmup=0): write its program, untimed
-        _timed_call(console, f"{STUB_INTERPRETER} -warmup", 300.0)
+        output, code = console.run(f"{STUB_INTERPRETER} -warmup", Deadline.after(300))
+        if code != 0:
+            raise RuntimeError(f"the warm-up build the speed reference needs failed ({code}): {output}")
     references = [speed_reference(console)]
     calls: dict[str, CallTimes] = {}
     names = list(SWEEP)
