@@ -41,8 +41,13 @@ BOOT_BUDGET_TCG = 120.0  # seconds to the shell under TCG (UEFI on aarch64 is th
 
 class Lab(Provisioner):
     def media(self, cell: Cell) -> BootMedia:
-        firmware = self.firmware(cell.firmware_set) if needs_firmware_set(cell) else None
-        return kind_of(cell).media(self, cell, firmware)
+        """What the cell boots: its files fetched, built and checked (a user's disk that names a host
+        file is refused here); Unavailable when its firmware is missing."""
+        try:
+            firmware = self.firmware(cell.firmware_set) if needs_firmware_set(cell) else None
+            return kind_of(cell).media(self, cell, firmware)
+        except FirmwareMissing as error:
+            raise Unavailable(str(error)) from error
 
     def readiness(self, cell: Cell) -> Readiness:
         """How the cell's boot becomes ready (its image kind says, and the cell's `bad` patterns fail it
@@ -53,12 +58,13 @@ class Lab(Provisioner):
         """Cells whose VM may start from a snapshot (their image kind says: our minimal image)."""
         return kind_of(cell).restorable(cell)
 
-    def spec(self, cell: Cell, accel: str, nics: tuple[Nic, ...] = ()) -> MachineSpec:
-        """The cell's MachineSpec; Unavailable when its firmware is missing or its QEMU refuses the shape."""
+    def spec(self, cell: Cell, accel: str, nics: tuple[Nic, ...] = (), media: BootMedia | None = None) -> MachineSpec:
+        """The cell's MachineSpec (of `media`, else media() now); Unavailable when its firmware is missing
+        or its QEMU refuses the shape."""
         qemu = self.qemu(cell.qemu)
         try:
             qemu.version(cell.arch)
-            spec = spec_for(cell, self.media(cell), accel, nics)
+            spec = spec_for(cell, media if media is not None else self.media(cell), accel, nics)
         except (QemuNotFound, FirmwareMissing) as error:
             raise Unavailable(str(error)) from error
         if spec.pflash:
@@ -93,8 +99,9 @@ class Lab(Provisioner):
         booted to ready (its configuration hash says so). Raises CellError only."""
         with cell_errors(cell):
             qemu = self.qemu(cell.qemu)
+            media = self.media(cell)  # first: a bad file of the cell fails it before any QEMU (the KVM probe) runs
             accel, why = self.accel(cell)
-            spec = self.spec(cell, accel, nics)
+            spec = self.spec(cell, accel, nics, media)
             if customize is not None:
                 spec = customize(spec)
             readiness = self.readiness(cell)
