@@ -105,14 +105,17 @@ def test_a_snapshot_qemu_refuses_is_not_used_the_vm_boots_cold(
 
 
 def test_a_damaged_snapshot_is_rebuilt_not_used(vm, bootmatrix_lab: Lab, cell: Cell) -> None:
-    first = vm(name="first")
+    # A snapshot of this test's own (its `prepare` is part of the key): the cell's shared one, damaged
+    # here, would be found damaged and rebuilt by a test on another xdist worker too, under our feet.
+    own = ": the snapshot this test damages"
+    first = vm(name="first", prepare=own)
     first_saved_at, _ = first.run("cat /run/bootmatrix-saved-at")
     state = Path(first.record.snapshot) / "state"
     with state.open("r+b") as handle:  # flip bytes in the middle of the saved RAM
         handle.seek(state.stat().st_size // 2)
         handle.write(b"\xff" * 4096)
     damaged = hashlib.sha256(state.read_bytes()).hexdigest()
-    second = vm(name="second")
+    second = vm(name="second", prepare=own)
     assert second.record.snapshot == first.record.snapshot  # the same key, rebuilt under it
     # Rebuilt, not used as it was: a new save (the guest wrote the host's time again, later) whose bytes
     # are not the damaged ones. QEMU may well accept damaged RAM: only the store's check catches it.
