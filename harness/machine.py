@@ -116,6 +116,7 @@ class Machine:
         self._sockets: list[socket.socket] = []
         self.qemu_version = ""
         self.end: MachineEnd | None = None  # set by stop()
+        self.cut_at: float | None = None  # seconds after start of a power_cut()
         self._death_told = False  # a wait, a power-off or the caller has told someone why QEMU is gone
         self._stop_lock = threading.Lock()
         # Private: console.log, QMP journals and VARS copies may hold what a guest printed or stored
@@ -142,6 +143,9 @@ class Machine:
             if copy.path != template.path:
                 shutil.copyfile(template.path, copy.path)
         self.spec = private
+        for disk in self.spec.disks:
+            if disk.write_log is not None:
+                disk.write_log.write_bytes(b"")  # a new log per boot: nothing of an older one is read back
         console_ours, console_theirs = socket.socketpair()
         qmp_ours, qmp_theirs = socket.socketpair()
         self._sockets = [console_ours, qmp_ours]
@@ -355,6 +359,17 @@ class Machine:
             with _live_lock:
                 _live.discard(self)
 
+    def power_cut(self) -> None:
+        """Pull the plug: SIGKILL QEMU at once, with no QMP quit and no flush of QEMU's own state. What
+        QEMU had already handed to the host (the disk files' page cache) survives, as it would not on
+        real hardware; a write log (Disk.write_log, harness/writelog.py) models what a disk loses. The
+        end is the harness's own, not reported as abnormal; result.json says `power_cut`."""
+        if self.process is None:
+            raise RuntimeError("machine not started")
+        self.cut_at = time.monotonic() - self.t0
+        self.kill()
+        self.stop(check=False, told=True)
+
     def abnormal_end(self) -> str | None:
         """Why QEMU's end was not normal, when it ended on its own and nothing reported it: killed by a
         signal, a non-zero exit status, or a guest panic (QEMU exits 0 after a panic under -no-reboot,
@@ -428,6 +443,7 @@ class Machine:
             "returncode": end.returncode,
             "exit": describe_exit(end.returncode),
             "stopped_by_harness": end.by_harness,
+            "power_cut": self.cut_at,
             "qmp_events": [e.name for e in (self._qmp.events if self._qmp else [])],
             "timeline": self.timeline.as_dict(),
         }

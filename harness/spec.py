@@ -59,6 +59,9 @@ class Disk:
     interface: str = "virtio-blk-pci"
     readonly: bool = False
     format: str = "raw"  # raw | qcow2: always said, never probed by QEMU
+    # Log every write, flush and discard the guest makes to this file (QEMU's blklogwrites driver, read
+    # by harness/writelog.py), to rebuild the disk at any power cut. The disk is written in place.
+    write_log: Path | None = None
 
     @property
     def cdrom(self) -> bool:
@@ -122,6 +125,10 @@ def validate(spec: MachineSpec) -> None:
             )
     if spec.on_reboot not in ("exit", "reset"):
         raise SpecError(f"on_reboot {spec.on_reboot!r}: 'exit' (-no-reboot) or 'reset' (-action reboot=reset)")
+    for disk in spec.disks:
+        if disk.write_log is not None and (disk.snapshot or disk.readonly or disk.cdrom):
+            raise SpecError(f"{disk.path.name}: a write log needs a writable disk written in place "
+                            "(snapshot=False, not read-only, not a CD-ROM)")
     if len(spec.pflash) > 2:
         raise SpecError(f"{len(spec.pflash)} pflash banks given; boards have two (CODE, VARS)")
 
@@ -148,6 +155,8 @@ def pflash_args(spec: MachineSpec, force_read_only: bool = False) -> list[str]:
 
 def disk_args(index: int, disk: Disk, filename: str) -> list[str]:
     """The -drive and -device(s) of disk `index`; `filename` as for pflash_blockdev."""
+    if disk.write_log is not None:
+        return logged_disk_args(index, disk, filename)
     options = f"file={filename},format={disk.format},if=none,id=disk{index}"
     if disk.cdrom:
         return ["-drive", f"{options},media=cdrom,readonly=on", "-device", f"virtio-scsi-pci,id=scsi{index}",
@@ -155,6 +164,21 @@ def disk_args(index: int, disk: Disk, filename: str) -> list[str]:
     options += ",snapshot=on" if disk.snapshot else ""
     options += ",readonly=on" if disk.readonly else ""
     return ["-drive", options, "-device", f"{disk.interface},drive=disk{index}"]
+
+
+def logged_disk_args(index: int, disk: Disk, filename: str) -> list[str]:
+    """Disk `index` through a blklogwrites node: the guest's device reads and writes the disk's format
+    node as usual, and every request that completes is appended to the write log (512-byte log sectors,
+    the superblock rewritten at each flush)."""
+    assert disk.write_log is not None
+    node = f"disk{index}"
+    return [
+        "-blockdev", f"driver=file,node-name={node}-file,filename={filename}",
+        "-blockdev", f"driver={disk.format},node-name={node}-format,file={node}-file",
+        "-blockdev", f"driver=file,node-name={node}-log,filename={option_value(disk.write_log)}",
+        "-blockdev", f"driver=blklogwrites,node-name={node},file={node}-format,log={node}-log,log-sector-size=512",
+        "-device", f"{disk.interface},drive={node}",
+    ]
 
 
 def build_argv(spec: MachineSpec, command: list[str], data_args: list[str], fds: HarnessFds) -> list[str]:
