@@ -130,7 +130,7 @@ class Machine:
         path only: `start()` makes the copy, a dry run shows the argv that start will use)."""
         banks = []
         for unit, flash in enumerate(self.spec.pflash):
-            if flash.readonly or flash.path.parent == self.workdir:
+            if flash.readonly or flash.in_place or flash.path.parent == self.workdir:
                 banks.append(flash)
                 continue
             banks.append(Pflash(self.workdir / f"pflash{unit}-{flash.path.name}", readonly=False))

@@ -41,10 +41,12 @@ class SpecError(MachineError):
 @dataclass(frozen=True)
 class Pflash:
     """One flash bank. A writable bank (VARS) is copied from `path` into the VM's work folder first, so
-    no two VMs ever share one and the template stays as it is."""
+    no two VMs ever share one and the template stays as it is; unless `in_place`: the bank is a
+    machine's persistent state (harness/state.py), written where it is, across power cycles."""
 
     path: Path
     readonly: bool
+    in_place: bool = False
 
 
 @dataclass(frozen=True)

@@ -168,3 +168,25 @@ def test_a_write_log_on_a_disk_not_written_in_place_is_refused(tmp_path: Path) -
     image.write_bytes(bytes(SECTOR))
     with pytest.raises(SpecError, match=r"d\.img: a write log needs a writable disk written in place"):
         validate(MachineSpec("x86_64", "q35", disks=(Disk(image, write_log=tmp_path / "w.log"),)))
+
+
+def test_a_machine_state_copies_writable_disks_and_vars_once_and_keeps_them(tmp_path: Path) -> None:
+    from harness.spec import Pflash
+    from harness.state import MachineState
+
+    files = {name: tmp_path / name for name in ("code.fd", "vars.fd", "root.img", "cd.iso")}
+    for name, path in files.items():
+        path.write_bytes(name.encode())
+    spec = MachineSpec("x86_64", "q35", pflash=(Pflash(files["code.fd"], True), Pflash(files["vars.fd"], False)),
+                       disks=(Disk(files["root.img"]), Disk(files["cd.iso"], interface="scsi-cd", readonly=True)))
+    state = MachineState(tmp_path / "state")
+    first = state.adopt(spec)
+    assert first.pflash[0] == spec.pflash[0] and first.disks[1] == spec.disks[1], "read-only parts stay"
+    vars_bank, root = first.pflash[1], first.disks[0]
+    assert vars_bank.in_place and vars_bank.path.parent == root.path.parent == state.folder
+    assert not root.snapshot, "written in place, not through an overlay"
+    vars_bank.path.write_bytes(b"written by boot 1")
+    again = state.adopt(spec)
+    assert again == first and vars_bank.path.read_bytes() == b"written by boot 1", "the same state, not a new copy"
+    assert state.adopt(first) == first
+    assert files["vars.fd"].read_bytes() == b"vars.fd", "the template is never written"

@@ -11,6 +11,7 @@ of the tail leaves sectors 0..k at gen4 and the rest at gen3.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from harness.power import cut_when
 from harness.spec import Disk, MachineSpec
+from harness.state import MachineState
 from harness.writelog import CrashState, crash_states, lost_writes, read_log, replay
 from matrix.model import Cell
 
@@ -109,3 +111,33 @@ def test_a_power_cut_machine_powers_on_again_with_the_same_disk(bootmatrix_vms, 
     second = bootmatrix_vms(CELL, name="second", customize=logged(data_disk, None))
     output, code = second.run("head -c 4 /dev/vda")
     assert (output, code) == ("gen7", 0)
+
+
+def test_a_machine_state_keeps_its_disk_and_vars_bank_across_power_cycles(
+        bootmatrix_vms, bootmatrix_lab, data_disk: Path, tmp_path: Path) -> None:
+    """MachineState: the second power-on finds the first one's disk writes and UEFI variable writes
+    (OVMF writes its variable store on every boot), while the templates stay as they were."""
+    cell = Cell(arch="x86_64", firmware="ovmf", media="direct")
+    state = MachineState(tmp_path / "state")
+    template = data_disk.read_bytes()
+
+    def customize(spec: MachineSpec) -> MachineSpec:
+        return state.adopt(replace(spec, disks=(*spec.disks, Disk(data_disk))))
+
+    first = bootmatrix_vms(cell, name="first", customize=customize)
+    (bank,) = [flash for flash in first.machine.spec.pflash if not flash.readonly]
+    (disk,) = first.machine.spec.disks
+    assert bank.in_place and bank.path.parent == disk.path.parent == state.folder
+    vars_template = bootmatrix_lab.spec(cell, "tcg").pflash[1].path
+    before = hashlib.sha256(vars_template.read_bytes()).hexdigest()
+    first.run("yes gen8 | head -c 512 | dd of=/dev/vda bs=512 count=1 conv=notrunc,fsync 2>/dev/null")
+    first.machine.power_cut()
+    after_first = hashlib.sha256(bank.path.read_bytes()).hexdigest()
+    second = bootmatrix_vms(cell, name="second", customize=customize)
+    assert [f.path for f in second.machine.spec.pflash] == [f.path for f in first.machine.spec.pflash]
+    assert second.run("head -c 4 /dev/vda") == ("gen8", 0)
+    second.machine.stop()
+    after_second = hashlib.sha256(bank.path.read_bytes()).hexdigest()
+    assert hashlib.sha256(vars_template.read_bytes()).hexdigest() == before, "the VARS template is never written"
+    assert len({before, after_first, after_second}) == 3, "each boot wrote the one persistent bank"
+    assert data_disk.read_bytes() == template, "the template disk is never written"
