@@ -359,16 +359,18 @@ class Machine:
             with _live_lock:
                 _live.discard(self)
 
-    def power_cut(self) -> None:
+    def power_cut(self) -> float:
         """Pull the plug: SIGKILL QEMU at once, with no QMP quit and no flush of QEMU's own state. What
         QEMU had already handed to the host (the disk files' page cache) survives, as it would not on
         real hardware; a write log (Disk.write_log, harness/writelog.py) models what a disk loses. The
-        end is the harness's own, not reported as abnormal; result.json says `power_cut`."""
+        end is the harness's own, not reported as abnormal; result.json says `power_cut`. Returns the
+        cut's time, in seconds after start (also `cut_at`)."""
         if self.process is None:
             raise RuntimeError("machine not started")
-        self.cut_at = time.monotonic() - self.t0
+        cut_at = self.cut_at = time.monotonic() - self.t0
         self.kill()
         self.stop(check=False, told=True)
+        return cut_at
 
     def abnormal_end(self) -> str | None:
         """Why QEMU's end was not normal, when it ended on its own and nothing reported it: killed by a

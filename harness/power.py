@@ -28,9 +28,7 @@ def cut_when(machine: Machine, pattern: str, deadline: Deadline) -> Cut:
     """Cut the power the moment the console shows a line matching `pattern` (a hang or a guest death
     before it raises, as any console wait does)."""
     machine.console.expect(pattern, deadline)
-    machine.power_cut()
-    assert machine.cut_at is not None
-    return Cut(machine.cut_at, f"console line {pattern!r}")
+    return Cut(machine.power_cut(), f"console line {pattern!r}")
 
 
 def random_offset(seed: int, phase: str, seconds: float) -> float:
@@ -43,6 +41,4 @@ def cut_during(machine: Machine, phase: str, started_at: float, seconds: float, 
     and lasts about `seconds`."""
     offset = random_offset(seed, phase, seconds)
     time.sleep(max(0.0, started_at + offset - time.monotonic()))
-    machine.power_cut()
-    assert machine.cut_at is not None
-    return Cut(machine.cut_at, f"{offset:.3f} s into {phase} (seed {seed})")
+    return Cut(machine.power_cut(), f"{offset:.3f} s into {phase} (seed {seed})")
