@@ -35,13 +35,15 @@ def host_tool(name: str, packages: str, purpose: str) -> str:
 
 
 def run_tool(
-    argv: Sequence[str], what: str, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    argv: Sequence[str], what: str, *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a build tool; BuildError naming `what`, the tool, its exit status and its stderr if it fails."""
+    """Run a build tool (with `stdin` as its input: sfdisk reads its script there); BuildError naming
+    `what`, the tool, its exit status and its stderr if it fails."""
     tool = Path(argv[0]).name
     try:
         done = subprocess.run(list(argv), env=dict(env) if env is not None else None, cwd=cwd, capture_output=True,
-                              text=True, errors="replace", check=False)
+                              text=True, errors="replace", check=False, input=stdin)
     except OSError as error:
         raise BuildError(f"{what}: {tool} cannot run: {error}", tool, str(error)) from error
     if done.returncode != 0:

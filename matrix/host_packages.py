@@ -40,6 +40,9 @@ PACKAGES = (
     HostPackage("mtools", "the stick", "mmd, mcopy: files into the stick, without root"),
     HostPackage("xorriso", "the tinyboot ISO", "writing the El Torito ISO without root"),
     HostPackage("btrfs-progs", "the tinyboot ISO", "mkfs.btrfs: the tinyboot app's persistent disk"),
+    HostPackage("squashfs-tools", "the A/B image", "mksquashfs: the A/B slots' read-only roots"),
+    HostPackage("cryptsetup-bin", "the A/B image", "veritysetup format: the slots' dm-verity hash trees, on files"),
+    HostPackage("fdisk", "the A/B image", "sfdisk: the A/B disk's GPT, from a script with fixed GUIDs"),
     HostPackage("python3", "Python", "the Python bootmatrix runs on"),
     HostPackage("python3-venv", "Python", "the virtual environment the Makefile creates"),
     # Measured on Debian 12: 146 packages (14 of them upgrades), 48 MB downloaded, 200 MB on disk, 76 s.

@@ -26,6 +26,7 @@ from images.artifacts import ArtifactError, ArtifactSource, checked_disk, efi_di
 from images.debian.fetch import DebianFetcher, FetchError, Moved
 from images.debian.lock import LockError, Lockfile, lock_path, qemu_set
 from images.debian.mirror import MirrorNotFound
+from images.recipes.ab import AbImage, Slot, build_ab_image, build_agent, build_slot
 from images.recipes.firmware import FirmwareSet, firmware_set
 from images.recipes.goplans import build_plans
 from images.recipes.gosource import GoSourceImage, build_go_root, build_gosource_image, build_programs, build_stage1
@@ -165,6 +166,22 @@ class Provisioner:
         app = self._once("tinyapp", cannot, lambda: build_app(self.store, build_go_root(self.store, self.fetcher())))
         return self._once(("tinyboot", arch), cannot,
                           lambda: build_tinyboot_iso(self.store, self.fetcher(), arch, app))
+
+    def ab_agent(self, arch: str) -> Path:
+        """The A/B image's update agent for `arch`."""
+        return self._once(("ab-agent", arch), "the A/B update agent could not be built",
+                          lambda: build_agent(self.store, build_go_root(self.store, self.fetcher()), arch))
+
+    def ab_image(self, arch: str) -> AbImage:
+        """The A/B disk of `arch`: version 1 in slot a (images/recipes/ab.py)."""
+        return self._once(("ab-image", arch), "the A/B image could not be built",
+                          lambda: build_ab_image(self.store, self.fetcher(), arch, self.ab_agent(arch)))
+
+    def ab_slot(self, arch: str, version: str, healthy: bool = True) -> Slot:
+        """An update's slot image of `version` for `arch`."""
+        return self._once(("ab-slot", arch, version, healthy), "an A/B slot image could not be built",
+                          lambda: build_slot(self.store, self.fetcher(), arch, self.ab_agent(arch), version,
+                                             healthy=healthy))
 
     def firmware(self, suite: str) -> FirmwareSet:
         return self._once(("firmware", suite), f"firmware set {suite} could not be fetched",

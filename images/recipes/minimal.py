@@ -99,10 +99,11 @@ def module_order(modules_dir: Path, modules: list[str]) -> list[tuple[str, bytes
 
 def build_minimal(
     store: Store, fetcher: DebianFetcher, arch: str, modules: tuple[str, ...] = (), *, init: Path = INIT_SCRIPT,
-    name: str = "minimal", bad_patterns: tuple[tuple[str, str], ...] = (),
+    name: str = "minimal", bad_patterns: tuple[tuple[str, str], ...] = (), extra: tuple[tuple[str, Path], ...] = (),
 ) -> MinimalImage:
     """The kernel and a busybox initramfs whose /init is `init` (the marker-printing shell by default;
-    the mostly-source image passes its first stage, which mounts the VFAT root)."""
+    the mostly-source image passes its first stage, which mounts the VFAT root), plus `extra` programs
+    (path in the initramfs, host file; the A/B image's slot opener)."""
     modules = (*POWER_BUTTON_MODULES[arch], *VIRTIO_MODULES, *modules)
     kernel, busybox = kernel_set(arch), busybox_set(arch)
 
@@ -117,6 +118,8 @@ def build_minimal(
             "udhcpc": hashlib.sha256(UDHCPC_SCRIPT.read_bytes()).hexdigest(),
             "cpio_writer": hashlib.sha256((Path(__file__).parent.parent / "cpio.py").read_bytes()).hexdigest(),
             "modules": list(modules),
+            # Only when there are any: the key of every image without extras stays as it was.
+            **({"extra": {rel: hashlib.sha256(path.read_bytes()).hexdigest() for rel, path in extra}} if extra else {}),
         }
 
     def build(content: Path, debs: Debs) -> None:
@@ -138,6 +141,8 @@ def build_minimal(
             archive.add_symlink("bin/sh", "busybox")
             archive.add_file_from("init", init, 0o755)
             archive.add_file_from("etc/udhcpc.script", UDHCPC_SCRIPT, 0o755)
+            for rel, path in extra:
+                archive.add_file_from(rel, path, 0o755)
             load_list = []
             for module, data in module_order(tree / "usr/lib/modules" / release, list(modules)):
                 archive.add_file(f"lib/modules/{module}", data)

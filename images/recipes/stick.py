@@ -100,39 +100,51 @@ def file_size(data: bytes | Path) -> int:
     return data.stat().st_size if isinstance(data, Path) else len(data)
 
 
-def write_stick(
-    target: Path, files: dict[str, bytes | Path], tools: Path, uefi_only: bool, directories: tuple[str, ...] = ()
-) -> None:
-    """Write the stick image: `files` by path in the partition (bytes, or a host file to copy), plus empty
-    `directories`. One mmd call makes every directory and one mcopy call per directory copies its files,
-    in sorted order, so the layout is the same from build to build."""
-    payload = sum(-(-file_size(data) // 4096) * 4096 for data in files.values())  # at most 4 KiB clusters
-    size_mib = max(64, (payload * 9 // 8) // (1 << 20) + 48)  # FAT32 needs >= 33 MiB; FATs and directories
+def fat_size_mib(files: dict[str, bytes | Path], spare_mib: int = 48) -> int:
+    """A FAT32 partition's size for `files`: at most 4 KiB clusters each, 1/8 more for the FATs and
+    directories, `spare_mib` free, and FAT32's minimum of 33 MiB (rounded up to 64)."""
+    payload = sum(-(-file_size(data) // 4096) * 4096 for data in files.values())
+    return max(64, (payload * 9 // 8) // (1 << 20) + spare_mib)
+
+
+def write_fat(part: Path, files: dict[str, bytes | Path], size_mib: int, label: str,
+              directories: tuple[str, ...] = ()) -> None:
+    """A FAT32 file system of `size_mib` in the file `part`, holding `files` by path (bytes, or a host
+    file to copy) and the empty `directories`. One mmd call makes every directory and one mcopy call per
+    directory copies its files, in sorted order, so the layout is the same from build to build."""
     # FAT32 needs at least 65,525 clusters: one-sector clusters for a small stick, 4 KiB for a large one
     # (fewer FAT sectors and directory reads for the 15,000 files of the mostly-source root).
     cluster = 4096 if size_mib * (1 << 20) // 4096 >= 66_000 else SECTOR
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
-    with scratch_dir("stick") as tmp:
-        work = Path(tmp)
-        part = work / "partition.img"
-        run_tool(
-            [_tool("mkfs.vfat"), "-C", "-F", "32", "-s", str(cluster // SECTOR), "-n", "BOOTMATRIX", "--invariant",
-             str(part), str(size_mib * 1024)],
-            "formatting the stick", env=env,
-        )
-        by_directory = _stage(files, work / "files")
+    run_tool(
+        [_tool("mkfs.vfat"), "-C", "-F", "32", "-s", str(cluster // SECTOR), "-n", label, "--invariant",
+         str(part), str(size_mib * 1024)],
+        f"formatting {part.name}", env=env,
+    )
+    with scratch_dir("fat") as tmp:
+        by_directory = _stage(files, Path(tmp) / "files")
         wanted = set(directories)
         for directory in [*by_directory, *directories]:
             parts = Path(directory).parts if directory != "." else ()
             wanted.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
         if wanted:
             run_tool([_tool("mmd"), "-i", str(part), *(f"::/{d}" for d in sorted(wanted))],
-                     "making the stick's directories", env=env)
+                     f"making the directories of {part.name}", env=env)
         for directory, sources in sorted(by_directory.items()):
             # No -m: mtools stamps every file with SOURCE_DATE_EPOCH instead of the host file's time.
             destination = "::/" if directory == "." else f"::/{directory}/"
             run_tool([_tool("mcopy"), "-i", str(part), *map(str, sources), destination],
-                     f"copying files to {destination} of the stick", env=env)
+                     f"copying files to {destination} of {part.name}", env=env)
+
+
+def write_stick(
+    target: Path, files: dict[str, bytes | Path], tools: Path, uefi_only: bool, directories: tuple[str, ...] = ()
+) -> None:
+    """Write the stick image: an MBR and one FAT32 partition holding `files` and `directories` (write_fat)."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
+    with scratch_dir("stick") as tmp:
+        part = Path(tmp) / "partition.img"
+        write_fat(part, files, fat_size_mib(files), "BOOTMATRIX", directories)
         # A UEFI-only stick gets the stub a non-bootable MBR carries: `int 0x18` (BIOS: "boot failed, try
         # the next device"), then halt, so a BIOS reports the failure instead of running zeros.
         boot_code = bytes([0xCD, 0x18, 0xF4, 0xEB, 0xFD])

@@ -1,0 +1,3 @@
+module bootmatrix.local/ab
+
+go 1.24

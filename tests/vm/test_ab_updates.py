@@ -1,0 +1,155 @@
+"""A/B updates on real firmware (issue 24): the image of images/recipes/ab.py boots slot a under
+systemd-boot, its agent installs a slot image served by the payload server into the other slot, and
+boot counting, dm-verity and the health check decide what boots next. Each test has its own machine
+state (harness/state.py): the disk and the VARS bank persist across the guest's reboots, which happen in
+one QEMU (on_reboot="reset"), and across power-ons.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.net import UserNet
+from harness.payload_server import PayloadServer
+from harness.spec import MachineSpec
+from harness.state import MachineState
+from images.recipes.ab import READY, TRIES, AbImage, Slot
+from matrix.lab import Lab
+from matrix.model import Cell
+from matrix.vm import VM
+
+pytestmark = pytest.mark.bootmatrix_cold  # every test's disk is its own and changes: nothing to restore
+ARCH = "x86_64"
+BOOT_SECONDS = 240  # a whole OVMF boot under TCG on a busy 2-core host, with room
+
+
+@pytest.fixture(scope="module")
+def image(bootmatrix_lab: Lab) -> AbImage:
+    return bootmatrix_lab.ab_image(ARCH)
+
+
+def cell_of(image: AbImage) -> Cell:
+    return Cell(arch=image.arch, firmware="ovmf", disk={"path": str(image.disk)}, ready=READY)
+
+
+def persistent(state: MachineState) -> Callable[[MachineSpec], MachineSpec]:
+    def customize(spec: MachineSpec) -> MachineSpec:
+        return state.adopt(replace(spec, on_reboot="reset"))
+
+    return customize
+
+
+def serve(server: PayloadServer, slot: Slot) -> str:
+    """The guest's URL of `slot` on the payload server: manifest.json and slot.img below it."""
+    base = f"v{slot.version}" + ("" if slot.healthy else "-unhealthy")
+    server.payloads[f"{base}/manifest.json"] = slot.manifest()
+    server.payloads[f"{base}/slot.img"] = slot.image.read_bytes()
+    return server.url(f"/payload/{base}")
+
+
+def booted(guest: VM) -> tuple[str, str]:
+    """(slot, version) of the last readiness line."""
+    found = re.findall(READY, guest.machine.tail())
+    assert found, guest.machine.tail()
+    slot, version = found[-1]
+    return slot, version
+
+
+def entries(guest: VM) -> list[str]:
+    output, code = guest.run("ls /efi/loader/entries")
+    assert code == 0, output
+    return sorted(output.split())
+
+
+def update(guest: VM, url: str, boots: int = 1) -> None:
+    """Run the agent and follow the guest through the reboot it makes, to the next readiness line
+    (`boots` boots later: a try that fails reboots before it is ready)."""
+    guest.net.dhcp()
+    guest.reboot_and_wait(READY, lambda: guest.machine.console.sendline(f"abagent update {url}"),
+                          BOOT_SECONDS * boots)
+
+
+def transcript(guest: VM) -> str:
+    return (guest.workdir / "console.log").read_text(errors="replace")
+
+
+def data_partition_checks_clean(disk: Path, image: AbImage, scratch: Path) -> None:
+    part = image.partitions["data"]
+    copy = scratch / "data.img"
+    with disk.open("rb") as source, copy.open("wb") as target:
+        source.seek(part.start)
+        target.write(source.read(part.size))
+    checked = subprocess.run(["/usr/sbin/e2fsck", "-fn", str(copy)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_lab, image: AbImage,
+                                                    payload_server: PayloadServer, tmp_path: Path) -> None:
+    state = MachineState(tmp_path / "state")
+    guest = bootmatrix_vms(cell_of(image), name="ab", nics=(UserNet(restrict=False),), customize=persistent(state))
+    assert booted(guest) == ("a", "1")
+    assert guest.run("echo kept-across-updates > /data/note && sync") == ("", 0)
+    assert entries(guest) == ["ab-1.conf"]
+
+    update(guest, serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "2")))
+    assert booted(guest) == ("b", "2")
+    log = transcript(guest)
+    for state_line in ("manifest", "entries-removed", "download", "written", "verified-sha256", "verified-verity",
+                       "installed", "reboot"):
+        assert f"ab-agent: {state_line} " in log, state_line
+    assert "ab-agent: blessed ab-2" in log
+    assert entries(guest) == ["ab-1.conf", "ab-2.conf"], "blessed: the counter is gone"
+    assert guest.run("cat /data/note") == ("kept-across-updates", 0)
+
+    update(guest, serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "3")))
+    assert booted(guest) == ("a", "3")
+    assert entries(guest) == ["ab-2.conf", "ab-3.conf"], "slot a's old entry went before its slot was written"
+    assert guest.run("cat /data/note") == ("kept-across-updates", 0)
+    guest.machine.stop()
+    (disk,) = guest.machine.spec.disks
+    data_partition_checks_clean(disk.path, image, tmp_path)
+
+
+def test_a_new_slot_that_fails_its_health_check_is_rolled_back_after_its_tries(
+        bootmatrix_vms, bootmatrix_lab, image: AbImage, payload_server: PayloadServer, tmp_path: Path) -> None:
+    state = MachineState(tmp_path / "state")
+    guest = bootmatrix_vms(cell_of(image), name="ab", nics=(UserNet(restrict=False),), customize=persistent(state))
+    # Every failed try is a whole boot, then the old entry's: TRIES + 1 boots in one wait.
+    update(guest, serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "4", healthy=False)), boots=TRIES + 1)
+    log = transcript(guest)
+    assert log.count("ab: health check failed for ab-2") == TRIES, log[-3000:]
+    assert booted(guest) == ("a", "1")
+    assert entries(guest) == ["ab-1.conf", "ab-2+0-3.conf"], "the exhausted entry stays, sorted last"
+
+
+def test_a_slot_with_one_flipped_byte_is_refused_by_verity_and_the_old_slot_boots(
+        bootmatrix_vms, bootmatrix_lab, image: AbImage, payload_server: PayloadServer, tmp_path: Path) -> None:
+    """The update installs a good slot b; then, powered off, one byte of it flips on the disk (bit rot,
+    a torn write): every try of the new entry stops in the initramfs, and slot a boots again."""
+    state = MachineState(tmp_path / "state")
+    cell = cell_of(image)
+    first = bootmatrix_vms(cell, name="install", nics=(UserNet(restrict=False),), customize=persistent(state))
+    first.net.dhcp()
+    url = serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "2"))
+    first.machine.console.sendline(f"abagent update {url}")
+    first.machine.console.expect(r"ab-agent: reboot ", first.deadline(BOOT_SECONDS))
+    first.machine.power_cut()
+    (disk,) = first.machine.spec.disks
+    slot_b = image.partitions["slot-b"]
+    with disk.path.open("r+b") as handle:
+        handle.seek(slot_b.start + 100_000)
+        byte = handle.read(1)
+        handle.seek(slot_b.start + 100_000)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    second = bootmatrix_vms(cell, name="after-bit-rot", customize=persistent(state), boot=False)
+    second.machine.console.expect(READY, second.deadline(BOOT_SECONDS * (TRIES + 1)))
+    log = transcript(second)
+    assert log.count("ab: slot b refused") == TRIES, log[-3000:]
+    assert booted(second) == ("a", "1")
+    assert entries(second) == ["ab-1.conf", "ab-2+0-3.conf"]
