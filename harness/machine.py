@@ -369,6 +369,7 @@ class Machine:
             raise RuntimeError("machine not started")
         cut_at = self.cut_at = time.monotonic() - self.t0
         self.kill()
+        self.console.drain()  # what the guest printed before the cut, into the transcript
         self.stop(check=False, told=True)
         return cut_at
 

@@ -1,10 +1,10 @@
 """A host-side HTTP server for network tests, on 127.0.0.1 and a port the kernel picks.
 
-It serves generated payloads whose sha256 is known in advance, answers /status/<code> with that
-status, drops the connection on /drop, redirects what `redirects` names, sends a body without end on
-/endless and a payload slowly on /slow/<name>, and records every request (including what guests POST), so a
-test can assert both what the guest received and what it sent. A guest on QEMU user networking
-(restrict=off) reaches it at 10.0.2.2:<port>.
+It serves generated payloads whose sha256 is known in advance (cut short once, on request), answers
+/status/<code> with that status, drops the connection on /drop, redirects what `redirects` names, sends
+a body without end on /endless and a payload slowly on /slow/<name>, and records every request
+(including what guests POST), so a test can assert both what the guest received and what it sent. A
+guest on QEMU user networking (restrict=off) reaches it at 10.0.2.2:<port>.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class PayloadServer:
     def __init__(self) -> None:
         self.payloads: dict[str, bytes] = {}
         self.redirects: dict[str, str] = {}  # path -> Location, answered with 302
+        # payload name -> bytes: the next GET of it sends that many bytes of the body and drops the
+        # connection (a download interrupted midway), once; later GETs are whole.
+        self.cut_short: dict[str, int] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         server = self
@@ -97,12 +100,18 @@ class PayloadServer:
                     self._record(404, 0)
                     self.send_error(404)
                     return
-                self._record(200, len(data))
+                with server._lock:
+                    cut = server.cut_short.pop(path.removeprefix("/payload/"), None)
+                self._record(200, len(data) if cut is None else cut)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(data if cut is None else data[:cut])
+                if cut is not None:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))

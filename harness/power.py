@@ -31,6 +31,13 @@ def cut_when(machine: Machine, pattern: str, deadline: Deadline) -> Cut:
     return Cut(machine.power_cut(), f"console line {pattern!r}")
 
 
+def _wait_reading(machine: Machine, until: float) -> None:
+    """Wait until `until` (time.monotonic), reading the console meanwhile: its lines keep their true
+    times, so a test can tell which side of the cut each fell on."""
+    while (left := until - time.monotonic()) > 0:
+        machine.console.pump(min(left, 0.05))
+
+
 def random_offset(seed: int, phase: str, seconds: float) -> float:
     """The seeded offset into a phase of `seconds`: the same seed and phase give the same offset."""
     return random.Random(f"{phase}/{seed}").uniform(0.0, seconds)
@@ -40,5 +47,13 @@ def cut_during(machine: Machine, phase: str, started_at: float, seconds: float, 
     """Cut the power at a seeded offset into the phase `phase`, which began `started_at` (time.monotonic)
     and lasts about `seconds`."""
     offset = random_offset(seed, phase, seconds)
-    time.sleep(max(0.0, started_at + offset - time.monotonic()))
+    _wait_reading(machine, started_at + offset)
     return Cut(machine.power_cut(), f"{offset:.3f} s into {phase} (seed {seed})")
+
+
+def cut_into_phase(machine: Machine, begins: str, seconds: float, seed: int, deadline: Deadline) -> Cut:
+    """Cut at a seeded offset into the phase that begins with a console line matching `begins` and lasts
+    about `seconds`: anchored on the guest's own line, so the host's timing of what came before (a
+    program's start under TCG) does not move the cut out of the phase."""
+    machine.console.expect(begins, deadline)
+    return cut_during(machine, begins, time.monotonic(), seconds, seed)
