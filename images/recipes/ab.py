@@ -60,6 +60,7 @@ ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_DATA_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 LOADER_CONF = b"timeout 0\neditor no\n"
 HEALTHY = b"#!/bin/sh\nexit 0\n"
+DATA_NOTE = "written when the image was built; every version must keep it"  # /data/note
 UNHEALTHY = b"#!/bin/sh\necho 'health: this version fails its health check on purpose'\nexit 1\n"
 
 
@@ -237,14 +238,21 @@ def write_disk(target: Path, arch: str, partitions: list[Partition], contents: d
 
 
 def write_data_partition(target: Path, arch: str) -> None:
-    """An empty ext4 of DATA_MIB, its UUID, hash seed and times fixed (E2FSPROGS_FAKE_TIME)."""
+    """An ext4 of DATA_MIB holding `note` (DATA_NOTE: what the tests find intact after every update
+    and cut), its UUID, hash seed and times fixed (E2FSPROGS_FAKE_TIME, the note's own mtime)."""
     with target.open("wb") as handle:
         handle.truncate(DATA_MIB * MIB)
+    tree = target.with_name("data-tree")
+    tree.mkdir()
+    (tree / "note").write_text(DATA_NOTE + "\n")
+    for path in (tree / "note", tree):
+        os.utime(path, (EPOCH, EPOCH))
     mkfs = host_tool("mkfs.ext4", "package e2fsprogs", "format the A/B data partition")
     seed = fixed_uuid(arch, "data-fs")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "E2FSPROGS_FAKE_TIME": str(EPOCH), "TZ": "UTC"}
     run_tool([mkfs, "-q", "-F", "-L", "abdata", "-U", seed, "-E", f"hash_seed={seed},root_owner=0:0",
-              "-O", "^metadata_csum_seed", str(target)], f"A/B data partition for {arch}: mkfs.ext4", env=env)
+              "-O", "^metadata_csum_seed", "-d", str(tree), str(target)], f"A/B data partition for {arch}: mkfs.ext4",
+             env=env)
 
 
 def build_ab_image(store: Store, fetcher: DebianFetcher, arch: str, agent: Path) -> AbImage:

@@ -94,7 +94,7 @@ def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_la
     state = MachineState(tmp_path / "state")
     guest = bootmatrix_vms(cell_of(image), name="ab", nics=(UserNet(restrict=False),), customize=persistent(state))
     assert booted(guest) == ("a", "1")
-    assert guest.run("echo kept-across-updates > /data/note && sync") == ("", 0)
+    assert guest.run("echo kept-across-updates > /data/mine && sync") == ("", 0)
     assert entries(guest) == ["ab-1.conf"]
 
     update(guest, serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "2")))
@@ -105,12 +105,12 @@ def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_la
         assert f"ab-agent: {state_line} " in log, state_line
     assert "ab-agent: blessed ab-2" in log
     assert entries(guest) == ["ab-1.conf", "ab-2.conf"], "blessed: the counter is gone"
-    assert guest.run("cat /data/note") == ("kept-across-updates", 0)
+    assert guest.run("cat /data/mine") == ("kept-across-updates", 0)
 
     update(guest, serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "3")))
     assert booted(guest) == ("a", "3")
     assert entries(guest) == ["ab-2.conf", "ab-3.conf"], "slot a's old entry went before its slot was written"
-    assert guest.run("cat /data/note") == ("kept-across-updates", 0)
+    assert guest.run("cat /data/mine") == ("kept-across-updates", 0)
     guest.machine.stop()
     (disk,) = guest.machine.spec.disks
     data_partition_checks_clean(disk.path, image, tmp_path)
@@ -153,3 +153,20 @@ def test_a_slot_with_one_flipped_byte_is_refused_by_verity_and_the_old_slot_boot
     assert log.count("ab: slot b refused") == TRIES, log[-3000:]
     assert booted(second) == ("a", "1")
     assert entries(second) == ["ab-1.conf", "ab-2+0-3.conf"]
+
+
+def test_a_download_cut_short_restarts_and_the_update_completes(
+        bootmatrix_vms, bootmatrix_lab, image: AbImage, payload_server: PayloadServer, tmp_path: Path) -> None:
+    """The server drops the connection after 1 MiB of slot.img: the agent says so, downloads again from
+    the start (the slot has no entry yet, so nothing half-written can boot) and the update completes."""
+    state = MachineState(tmp_path / "state")
+    guest = bootmatrix_vms(cell_of(image), name="ab", nics=(UserNet(restrict=False),), customize=persistent(state))
+    url = serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "2"))
+    payload_server.cut_short[url.split("/payload/")[1] + "/slot.img"] = 1 << 20
+    update(guest, url)
+    log = transcript(guest)
+    assert re.search(r"ab-agent: download-failed attempt 1: .*(EOF|reset|closed)", log), log[-2000:]
+    assert "ab-agent: download attempt 2" in log
+    assert booted(guest) == ("b", "2")
+    sent = [r.sent_bytes for r in payload_server.requests if r.path.endswith("/slot.img")]
+    assert sent == [1 << 20, bootmatrix_lab.ab_slot(ARCH, "2").size], sent

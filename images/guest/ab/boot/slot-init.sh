@@ -15,6 +15,7 @@ version=$(cat /etc/ab-release)
 mount -t vfat -o rw,flush /dev/vda1 /efi || echo "ab: cannot mount the ESP"
 mount -t ext4 -o rw /dev/vda4 /data || echo "ab: cannot mount the data partition"
 echo "ab: booted slot $slot version $version entry $entry"
+echo "slot $slot version $version entry $entry" >> /data/boots && sync  # the data partition is written every boot
 if /etc/ab/health; then
     abagent bless
 else
