@@ -59,6 +59,7 @@ BAD_PATTERNS = (("A/B agent failure", r"ab-agent: failed [^\n]*"),)
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_DATA_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 LOADER_CONF = b"timeout 0\neditor no\n"
+BIOS_ARCHES = ("x86_64",)  # syslinux, and so the BIOS path, is x86 only
 HEALTHY = b"#!/bin/sh\nexit 0\n"
 DATA_NOTE = "written when the image was built; every version must keep it"  # /data/note
 UNHEALTHY = b"#!/bin/sh\necho 'health: this version fails its health check on purpose'\nexit 1\n"
@@ -202,6 +203,12 @@ def entry_text(arch: str, generation: int, slot: str, first: Slot) -> bytes:
             f"linux /ab/linux\ninitrd /ab/initrd\noptions {options}\n").encode()
 
 
+def syslinux_cfg(arch: str) -> bytes:
+    """The BIOS path: syslinux starts the shared kernel and initramfs, which chooses the entry itself."""
+    return (f"SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT ab\nLABEL ab\n  LINUX /ab/linux\n  INITRD /ab/initrd\n"
+            f"  APPEND console={ARCHES[arch].console} {KERNEL_OPTIONS} bootmatrix.select=initramfs\n").encode()
+
+
 def layout(esp_mib: int) -> list[Partition]:
     """The four partitions, MiB-aligned after the primary GPT's first MiB."""
     sizes = (("esp", esp_mib), ("slot-a", SLOT_MIB), ("slot-b", SLOT_MIB), ("data", DATA_MIB))
@@ -212,21 +219,26 @@ def layout(esp_mib: int) -> list[Partition]:
     return partitions
 
 
-def write_disk(target: Path, arch: str, partitions: list[Partition], contents: dict[str, Path]) -> None:
+def write_disk(target: Path, arch: str, partitions: list[Partition], contents: dict[str, Path],
+               boot_code: bytes | None = None) -> None:
     """The GPT disk: sfdisk writes both tables from a script with fixed GUIDs, then each partition's
-    contents go to its offset (a partition without contents stays zeros)."""
+    contents go to its offset (a partition without contents stays zeros). With `boot_code` (syslinux's
+    gptmbr.bin, for a BIOS) the protective MBR runs it and the ESP is marked legacy-BIOS-bootable."""
     end = partitions[-1].start + partitions[-1].size + MIB  # room for the backup GPT
     with target.open("wb") as handle:
         handle.truncate(end)
     lines = ["label: gpt", f"label-id: {fixed_uuid(arch, 'disk')}", "unit: sectors", "first-lba: 2048"]
     for part in partitions:
         kind = ESP_TYPE if part.name == "esp" else LINUX_DATA_TYPE
+        attrs = ', attrs="LegacyBIOSBootable"' if boot_code is not None and part.name == "esp" else ""
         lines.append(f"start={part.start // 512}, size={part.size // 512}, type={kind}, "
-                     f"uuid={fixed_uuid(arch, part.name)}, name={part.name}")
+                     f"uuid={fixed_uuid(arch, part.name)}, name={part.name}{attrs}")
     sfdisk = host_tool("sfdisk", "package fdisk", "partition the A/B disk")
     run_tool([sfdisk, "--no-reread", "--no-tell-kernel", "-q", str(target)], f"A/B disk for {arch}: sfdisk",
              stdin="\n".join(lines) + "\n")
     with target.open("r+b") as disk:
+        if boot_code is not None:
+            disk.write(boot_code[:440])  # the code area; the disk signature and partition entry stay sfdisk's
         for part in partitions:
             if part.name in contents:
                 source = contents[part.name]
@@ -253,6 +265,11 @@ def write_data_partition(target: Path, arch: str) -> None:
     run_tool([mkfs, "-q", "-F", "-L", "abdata", "-U", seed, "-E", f"hash_seed={seed},root_owner=0:0",
               "-O", "^metadata_csum_seed", "-d", str(tree), str(target)], f"A/B data partition for {arch}: mkfs.ext4",
              env=env)
+    # -d keeps the builder's uid and gid on the note; root's on every build, so any user builds the same bytes.
+    debugfs = host_tool("debugfs", "package e2fsprogs", "set the A/B data partition's owners")
+    commands = target.with_name("debugfs-commands")
+    commands.write_text("set_inode_field /note uid 0\nset_inode_field /note gid 0\n")
+    run_tool([debugfs, "-w", "-f", str(commands), str(target)], f"A/B data partition for {arch}: debugfs", env=env)
 
 
 def build_ab_image(store: Store, fetcher: DebianFetcher, arch: str, agent: Path) -> AbImage:
@@ -276,13 +293,23 @@ def build_ab_image(store: Store, fetcher: DebianFetcher, arch: str, agent: Path)
                 "loader/entries/ab-1.conf": entry_text(arch, 1, "a", first),
                 "ab/linux": boot.kernel, "ab/initrd": boot.initrd,
             }
+            bios = arch in BIOS_ARCHES
+            if bios:
+                files["syslinux/syslinux.cfg"] = syslinux_cfg(arch)
+                files["syslinux/ldlinux.c32"] = tools / "usr/lib/syslinux/modules/bios/ldlinux.c32"
             esp_mib = fat_size_mib(files, spare_mib=16)
             work = Path(tmp)
             write_fat(work / "esp.img", files, esp_mib, "ABESP")
+            boot_code = None
+            if bios:
+                env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
+                run_tool([str(tools / "usr/bin/syslinux"), "--install", "--directory", "/syslinux",
+                          str(work / "esp.img")], f"A/B disk for {arch}: installing syslinux", env=env)
+                boot_code = (tools / "usr/lib/syslinux/mbr/gptmbr.bin").read_bytes()
             write_data_partition(work / "data.img", arch)
             partitions = layout(esp_mib)
             write_disk(content / "disk.img", arch, partitions,
-                       {"esp": work / "esp.img", "slot-a": first.image, "data": work / "data.img"})
+                       {"esp": work / "esp.img", "slot-a": first.image, "data": work / "data.img"}, boot_code)
         (content / "image.json").write_text(json.dumps(
             {"arch": arch, "partitions": [vars(p) for p in partitions], "first": first.verity}, indent=2) + "\n")
 

@@ -146,7 +146,8 @@ class ImageKind(ABC):
 
 KINDS: dict[str, ImageKind] = {}
 ARTIFACT = "artifact"  # the kind of a cell that brings its own files (not named by `image`)
-BUILTIN = ("matrix.kinds.minimal", "matrix.kinds.gosource", "matrix.kinds.tinyboot", "matrix.kinds.artifact")
+BUILTIN = ("matrix.kinds.minimal", "matrix.kinds.gosource", "matrix.kinds.tinyboot", "matrix.kinds.ab",
+           "matrix.kinds.artifact")
 
 
 def register(kind: ImageKind) -> ImageKind:

@@ -25,7 +25,10 @@ from matrix.model import Cell
 from matrix.vm import VM
 
 pytestmark = pytest.mark.bootmatrix_cold  # every test's disk is its own and changes: nothing to restore
-UEFI_FIRMWARE = {"x86_64": "ovmf", "aarch64": "aavmf", "riscv64": "edk2"}  # systemd-boot's counting on each
+# systemd-boot's counting on the UEFI firmware of each arch; on SeaBIOS, syslinux and the initramfs's
+# own selector (abagent select) with the same entries and counters.
+CELLS = [pytest.param((arch, firmware), id=f"{arch}-{firmware}") for arch, firmware in
+         (("x86_64", "ovmf"), ("aarch64", "aavmf"), ("riscv64", "edk2"), ("x86_64", "seabios"))]
 ARCH = "x86_64"  # the interrupted download: the agent's logic, not the arch's
 BOOT_SECONDS = 240  # a whole UEFI boot under TCG on a busy 2-core host, with room
 
@@ -35,8 +38,8 @@ def image(bootmatrix_lab: Lab) -> AbImage:
     return bootmatrix_lab.ab_image(ARCH)
 
 
-def cell_of(image: AbImage) -> Cell:
-    return Cell(arch=image.arch, firmware=UEFI_FIRMWARE[image.arch], disk={"path": str(image.disk)}, ready=READY)
+def cell_of(image: AbImage, firmware: str = "ovmf") -> Cell:
+    return Cell(arch=image.arch, firmware=firmware, disk={"path": str(image.disk)}, ready=READY)
 
 
 def persistent(state: MachineState) -> Callable[[MachineSpec], MachineSpec]:
@@ -90,12 +93,14 @@ def data_partition_checks_clean(disk: Path, image: AbImage, scratch: Path) -> No
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-@pytest.mark.parametrize("arch", list(UEFI_FIRMWARE))
-def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_lab: Lab, arch: str,
-                                                    payload_server: PayloadServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", CELLS)
+def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_lab: Lab, target: tuple[str, str],
+                                                   payload_server: PayloadServer, tmp_path: Path) -> None:
+    arch, firmware = target
     image = bootmatrix_lab.ab_image(arch)
     state = MachineState(tmp_path / "state")
-    guest = bootmatrix_vms(cell_of(image), name="ab", nics=(UserNet(restrict=False),), customize=persistent(state))
+    guest = bootmatrix_vms(cell_of(image, firmware), name="ab", nics=(UserNet(restrict=False),),
+                           customize=persistent(state))
     assert booted(guest) == ("a", "1")
     assert guest.run("echo kept-across-updates > /data/mine && sync") == ("", 0)
     assert entries(guest) == ["ab-1.conf"]
@@ -119,12 +124,15 @@ def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_la
     data_partition_checks_clean(disk.path, image, tmp_path)
 
 
-@pytest.mark.parametrize("arch", list(UEFI_FIRMWARE))
+@pytest.mark.parametrize("target", CELLS)
 def test_a_new_slot_that_fails_its_health_check_is_rolled_back_after_its_tries(
-        bootmatrix_vms, bootmatrix_lab: Lab, arch: str, payload_server: PayloadServer, tmp_path: Path) -> None:
+        bootmatrix_vms, bootmatrix_lab: Lab, target: tuple[str, str], payload_server: PayloadServer,
+        tmp_path: Path) -> None:
+    arch, firmware = target
     image = bootmatrix_lab.ab_image(arch)
     state = MachineState(tmp_path / "state")
-    guest = bootmatrix_vms(cell_of(image), name="ab", nics=(UserNet(restrict=False),), customize=persistent(state))
+    guest = bootmatrix_vms(cell_of(image, firmware), name="ab", nics=(UserNet(restrict=False),),
+                           customize=persistent(state))
     # Every failed try is a whole boot, then the old entry's: TRIES + 1 boots in one wait.
     update(guest, serve(payload_server, bootmatrix_lab.ab_slot(arch, "4", healthy=False)), boots=TRIES + 1)
     log = transcript(guest)
@@ -133,14 +141,16 @@ def test_a_new_slot_that_fails_its_health_check_is_rolled_back_after_its_tries(
     assert entries(guest) == ["ab-1.conf", "ab-2+0-3.conf"], "the exhausted entry stays, sorted last"
 
 
-@pytest.mark.parametrize("arch", list(UEFI_FIRMWARE))
+@pytest.mark.parametrize("target", CELLS)
 def test_a_slot_with_one_flipped_byte_is_refused_by_verity_and_the_old_slot_boots(
-        bootmatrix_vms, bootmatrix_lab: Lab, arch: str, payload_server: PayloadServer, tmp_path: Path) -> None:
+        bootmatrix_vms, bootmatrix_lab: Lab, target: tuple[str, str], payload_server: PayloadServer,
+        tmp_path: Path) -> None:
     """The update installs a good slot b; then, powered off, one byte of it flips on the disk (bit rot,
     a torn write): every try of the new entry stops in the initramfs, and slot a boots again."""
+    arch, firmware = target
     image = bootmatrix_lab.ab_image(arch)
     state = MachineState(tmp_path / "state")
-    cell = cell_of(image)
+    cell = cell_of(image, firmware)
     first = bootmatrix_vms(cell, name="install", nics=(UserNet(restrict=False),), customize=persistent(state))
     first.net.dhcp()
     url = serve(payload_server, bootmatrix_lab.ab_slot(arch, "2"))

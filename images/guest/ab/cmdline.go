@@ -13,8 +13,15 @@ type Booted struct {
 	Verity Verity
 }
 
+// SelectedOptions is where the initramfs's selector leaves the chosen entry's options (tmpfs, moved
+// into the slot): on that path the kernel's command line does not name the slot.
+const SelectedOptions = "/run/ab/cmdline"
+
 func ReadBooted() (Booted, error) {
-	raw, err := os.ReadFile("/proc/cmdline")
+	raw, err := os.ReadFile(SelectedOptions)
+	if os.IsNotExist(err) {
+		raw, err = os.ReadFile("/proc/cmdline")
+	}
 	if err != nil {
 		return Booted{}, err
 	}

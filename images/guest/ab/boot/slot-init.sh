@@ -5,12 +5,15 @@
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t tmpfs tmpfs /tmp
-/bin/busybox mount -t tmpfs tmpfs /run
+# /run is the initramfs's, moved here (it may hold the selector's choice); a tmpfs of its own otherwise.
+/bin/busybox grep -q " /run " /proc/mounts || /bin/busybox mount -t tmpfs tmpfs /run
 /bin/busybox mkdir -p /tmp/bin
 /bin/busybox --install -s /tmp/bin
 export PATH=/tmp/bin:/bin HOME=/tmp
-slot=$(sed -n 's/.*bootmatrix\.slot=\([ab]\).*/\1/p' /proc/cmdline)
-entry=$(sed -n 's/.*bootmatrix\.entry=\([^ ]*\).*/\1/p' /proc/cmdline)
+options=/proc/cmdline
+[ -f /run/ab/cmdline ] && options=/run/ab/cmdline  # the initramfs chose the entry (abagent select)
+slot=$(sed -n 's/.*bootmatrix\.slot=\([ab]\).*/\1/p' "$options")
+entry=$(sed -n 's/.*bootmatrix\.entry=\([^ ]*\).*/\1/p' "$options")
 version=$(cat /etc/ab-release)
 mount -t vfat -o rw,flush /dev/vda1 /efi || echo "ab: cannot mount the ESP"
 mount -t ext4 -o rw /dev/vda4 /data || echo "ab: cannot mount the data partition"

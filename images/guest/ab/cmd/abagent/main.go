@@ -4,6 +4,7 @@
 //	abagent update <base url> [tries]           install the payload at base into the inactive slot
 //	abagent bless                               drop the booted entry's boot counter
 //	abagent status                              the booted slot and the entries, one line each
+//	abagent select <entries dir> <out file>     choose and count the entry to boot (no systemd-boot)
 package main
 
 import (
@@ -72,6 +73,18 @@ func main() {
 		} else {
 			ab.Say("good", "%s (no counter)", booted.Entry)
 		}
+	case "select":
+		if len(os.Args) != 4 {
+			fail(fmt.Errorf("usage: abagent select <entries dir> <out file>"))
+		}
+		chosen, now, err := ab.Select(os.Args[2])
+		if err != nil {
+			fail(err)
+		}
+		if err := os.WriteFile(os.Args[3], []byte(chosen.Options+"\n"), 0o644); err != nil {
+			fail(err)
+		}
+		ab.Say("selected", "%s (now %s), slot %s", chosen.File, now, chosen.Slot)
 	case "status":
 		booted, err := ab.ReadBooted()
 		if err != nil {
