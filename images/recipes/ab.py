@@ -1,10 +1,12 @@
-"""The A/B image of one arch (issue 24): two read-only root slots checked by dm-verity, boot counting by
-systemd-boot, an update agent, and a data partition that outlives every update.
+"""The A/B image of one arch (issue 24): two read-only root slots checked by dm-verity, boot counting (by
+systemd-boot on UEFI, by the initramfs behind syslinux on SeaBIOS), an update agent, and a data
+partition that outlives every update.
 
 The disk (GPT, written by sfdisk from a script with fixed GUIDs, so a rebuild gives the same bytes):
 
     1 esp     FAT32: EFI/BOOT/BOOT<ARCH>.EFI (systemd-boot), loader/loader.conf,
-              loader/entries/ab-1.conf (slot a, blessed), ab/linux and ab/initrd (shared by both slots)
+              loader/entries/ab-1.conf (slot a, blessed), ab/linux and ab/initrd (shared by both slots);
+              on x86_64 also syslinux (the protective MBR runs gptmbr.bin; the ESP is BIOS-bootable)
     2 slot-a  a slot image: squashfs root, padded to 4 KiB, then its dm-verity hash tree (no superblock)
     3 slot-b  empty until the first update
     4 data    ext4, labelled abdata: the state every version keeps
@@ -14,6 +16,8 @@ blocks>:<hash start block>:<salt>:<root hash>` on its options line. The initramf
 initramfs-init.sh) maps that slot through dm-verity with that root hash and reads it all before
 mounting it, so a slot that is not bit for bit what the entry names is never started. The slot's own
 init (slot-init.sh) runs the version's health check and blesses the entry (abagent bless) or reboots.
+Behind syslinux the kernel's command line says bootmatrix.select instead, and the initramfs chooses
+and counts from the same entries (abagent select), as systemd-boot would.
 
 An update (abagent update <url>) is a slot image served with its manifest (Slot.manifest): version,
 size, sha256 and the verity spec; build_slot makes one per version, healthy or failing its health check.
@@ -26,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,10 +270,13 @@ def write_data_partition(target: Path, arch: str) -> None:
     run_tool([mkfs, "-q", "-F", "-L", "abdata", "-U", seed, "-E", f"hash_seed={seed},root_owner=0:0",
               "-O", "^metadata_csum_seed", "-d", str(tree), str(target)], f"A/B data partition for {arch}: mkfs.ext4",
              env=env)
-    # -d keeps the builder's uid and gid on the note; root's on every build, so any user builds the same bytes.
-    debugfs = host_tool("debugfs", "package e2fsprogs", "set the A/B data partition's owners")
+    # -d copies the note's uid, gid and ctime (the moment it was written here, which utime cannot set);
+    # root's and the epoch's on every build, so any user at any time builds the same bytes.
+    debugfs = host_tool("debugfs", "package e2fsprogs", "fix the A/B data partition's owners and times")
     commands = target.with_name("debugfs-commands")
-    commands.write_text("set_inode_field /note uid 0\nset_inode_field /note gid 0\n")
+    epoch = time.strftime("%Y%m%d%H%M%S", time.gmtime(EPOCH))
+    commands.write_text("".join(f"set_inode_field /note {field} {value}\n" for field, value in (
+        ("uid", 0), ("gid", 0), ("ctime", epoch), ("ctime_extra", 0))))
     run_tool([debugfs, "-w", "-f", str(commands), str(target)], f"A/B data partition for {arch}: debugfs", env=env)
 
 
