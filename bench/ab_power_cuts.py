@@ -6,6 +6,8 @@ counts; exit 1 when any outcome is inconsistent.
 
     .venv/bin/python bench/ab_power_cuts.py [--arch x86_64] [--firmware ovmf] [--kills 20] [--lost 5] [--seed 24]
 
+On 2 cores the two halves run side by side: `--no-log` in one process, `--kills 0` in another.
+
 `make test` runs a seeded sample of the same (tests/vm/test_ab_power_cuts.py).
 """
 
@@ -26,6 +28,19 @@ from matrix.ab_sweep import AbRig, Outcome, crash_sample, table
 from matrix.lab import Lab
 
 
+def log_sweep(rig: AbRig, args: argparse.Namespace) -> list[Outcome]:
+    log, base = rig.logged_update()
+    written = read_log(log)
+    states = crash_sample(log, args.seed, args.flush_points, args.lost)
+    print(f"write log: {len(written.entries)} entries, {len(written.flush_points())} flush points; replaying "
+          f"{len(states)} states", flush=True)
+    outcomes = []
+    for outcome in rig.log_sweep(states, log, base):
+        outcomes.append(outcome)
+        print(f"log: {outcome}", flush=True)
+    return outcomes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="x86_64")
@@ -33,6 +48,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20, help="kills at seeded moments (default 20)")
     parser.add_argument("--flush-points", type=int, default=None, help="a seeded sample of flush points (default all)")
     parser.add_argument("--lost", type=int, default=5, help="seeded lost-write states (default 5)")
+    parser.add_argument("--no-log", action="store_true", help="kills only (run the log sweep in another process)")
     parser.add_argument("--seed", type=int, default=24)
     parser.add_argument("--keep", type=Path, help="keep the VMs' folders here (default: a temporary folder)")
     args = parser.parse_args()
@@ -43,20 +59,16 @@ def main() -> int:
         workdir = args.keep or Path(folder)
         workdir.mkdir(parents=True, exist_ok=True)
         rig = AbRig(lab, lab.ab_image(args.arch), args.firmware, server, workdir)
-        phases = rig.calibrate()
-        print("phases (start, length) in s after the update command: "
-              + ", ".join(f"{name} {start:.2f}+{length:.2f}" for name, (start, length) in phases.items()), flush=True)
-        for outcome in rig.kill_sweep(phases, args.kills, args.seed):
-            outcomes.append(outcome)
-            print(f"kill: {outcome}", flush=True)
-        log, base = rig.logged_update()
-        written = read_log(log)
-        states = crash_sample(log, args.seed, args.flush_points, args.lost)
-        print(f"write log: {len(written.entries)} entries, {len(written.flush_points())} flush points; replaying "
-              f"{len(states)} states", flush=True)
-        for outcome in rig.log_sweep(states, log, base):
-            outcomes.append(outcome)
-            print(f"log: {outcome}", flush=True)
+        if args.kills:
+            phases = rig.calibrate()
+            print("phases (start, length) in s after the update command: "
+                  + ", ".join(f"{name} {start:.2f}+{length:.2f}" for name, (start, length) in phases.items()),
+                  flush=True)
+            for outcome in rig.kill_sweep(phases, args.kills, args.seed):
+                outcomes.append(outcome)
+                print(f"kill: {outcome}", flush=True)
+        if not args.no_log:
+            outcomes += log_sweep(rig, args)
     print()
     print(table(outcomes))
     print()
