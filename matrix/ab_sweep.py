@@ -232,15 +232,16 @@ class AbRig:
 
 def crash_sample(log_path: Path, seed: int, flush_points: int | None, lost: int) -> list[CrashState]:
     """Every flush point of the log (or a seeded sample of `flush_points` of them), plus `lost` seeded
-    lost-write states after seeded flush points."""
+    lost-write states after seeded flush points that have writes after them."""
     log = read_log(log_path)
     flushes = log.flush_points()
     chosen = flushes if flush_points is None else sorted(random.Random(seed).sample(flushes, min(flush_points,
                                                                                                  len(flushes))))
     states = [CrashState(flush + 1) for flush in chosen]
     picker = random.Random(seed + 1)
+    with_tail = [flush for flush in flushes if log.epoch(flush)] or flushes  # flushes with writes after them
     for number in range(lost):
-        states.append(lost_writes(log, picker.choice(flushes), seed * 100 + number))
+        states.append(lost_writes(log, picker.choice(with_tail), seed * 100 + number))
     return states
 
 

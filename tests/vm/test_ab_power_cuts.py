@@ -1,6 +1,6 @@
 """Power cuts during an A/B update (issue 24), a seeded sample of the sweep bench/ab_power_cuts.py
-runs in full: kills at seeded moments in phases of the update, and disks rebuilt from the write log of
-one whole update at a seeded flush point and with seeded lost writes. After every cut the machine must
+runs in full (make test's budget allows this much): a kill at a seeded moment of the download, and
+the disk rebuilt from the write log of one whole update with seeded lost writes. After every cut the machine must
 boot version 1 in slot a or version 2 in slot b, keep its data, take the next update and pass e2fsck
 (matrix/ab_sweep.py says how each is judged).
 """
@@ -28,19 +28,19 @@ def rig(bootmatrix_lab: Lab, bootmatrix_results: Path, payload_server: PayloadSe
     return AbRig(bootmatrix_lab, bootmatrix_lab.ab_image(ARCH), "ovmf", payload_server, workdir)
 
 
-def test_kills_in_the_download_and_the_bless_phases_leave_a_consistent_machine(rig: AbRig) -> None:
+def test_a_kill_in_the_download_phase_leaves_a_consistent_machine(rig: AbRig) -> None:
     phases = rig.calibrate()
     assert list(phases) == ["download", "verify", "entry switch", "reboot", "bless"], phases
-    outcomes = list(rig.kill_sweep(phases, cuts=2, seed=SEED, only=("download", "bless")))
-    # Each cut is aimed at a seeded offset into its phase; a phase faster than the calibration's can
-    # end before it, so the test asks only that every cut fell inside the update.
+    outcomes = list(rig.kill_sweep(phases, cuts=1, seed=SEED, only=("download",)))
+    # The cut is aimed at a seeded offset into its phase; a phase faster than the calibration's can end
+    # before it, so the test asks only that the cut fell inside the update.
     assert all(outcome.phase != "before the update" for outcome in outcomes), table(outcomes)
     assert all(outcome.consistent for outcome in outcomes), table(outcomes)
 
 
-def test_disks_rebuilt_at_flush_points_and_with_lost_writes_boot_a_consistent_slot(rig: AbRig) -> None:
+def test_a_disk_rebuilt_with_lost_writes_boots_a_consistent_slot(rig: AbRig) -> None:
     log, base = rig.logged_update()
-    states = crash_sample(log, SEED, flush_points=1, lost=1)
-    assert len(states) == 2
+    states = crash_sample(log, SEED, flush_points=0, lost=1)
+    assert len(states) == 1
     outcomes = list(rig.log_sweep(states, log, base))
     assert all(outcome.consistent for outcome in outcomes), table(outcomes)
