@@ -60,7 +60,7 @@ class Outcome:
     method: str  # kill | log
     point: str  # where the cut fell
     phase: str  # the update's phase at the cut (kill: the last phase line seen; log: the state's label)
-    booted: str  # "<slot><version>" after the cut: a1 or b2 are consistent
+    booted: str  # "<slot><version>" after the cut: a1 or b2 are consistent; "none (...)": not ready
     data_intact: bool
     next_update: bool  # version 3 installed and booted after it
     fsck_clean: bool
@@ -123,7 +123,11 @@ class AbRig:
         machine, _ = self.lab.machine(self.cell(disk or self.image.disk), self.workdir / name,
                                       nics=(UserNet(restrict=False),), customize=customize, booted=False)
         machine.start()
-        machine.console.expect(READY, Deadline.after(BOOT_SECONDS * boots), what="the A/B image ready")
+        try:
+            machine.console.expect(READY, Deadline.after(BOOT_SECONDS * boots), what="the A/B image ready")
+        except BaseException:
+            machine.stop(check=False)
+            raise
         return machine
 
     def run(self, machine: Machine, command: str, seconds: float = 120.0) -> tuple[str, int]:
@@ -156,7 +160,10 @@ class AbRig:
     def check(self, method: str, point: str, phase: str, *, state: MachineState, name: str,
               disk: Path | None = None) -> Outcome:
         """Power `state` on after a cut and judge it (see the module's docstring)."""
-        machine = self.power_on(state, name, disk=disk, boots=TRIES + 1)
+        try:
+            machine = self.power_on(state, name, disk=disk, boots=TRIES + 1)
+        except Exception as error:  # noqa: BLE001 - a machine that does not come up is this cut's verdict
+            return Outcome(method, point, phase, f"none ({type(error).__name__})", False, False, False)
         slot, version = re.findall(READY, machine.console.tail())[-1]
         note, code = self.run(machine, "cat /data/note")
         intact = code == 0 and note == DATA_NOTE
