@@ -20,7 +20,7 @@ from harness.net import UserNet
 from harness.payload_server import PayloadServer
 from harness.spec import MachineSpec
 from harness.state import MachineState
-from images.recipes.ab import READY, TRIES, AbImage, Slot
+from images.recipes.ab import DATA_NOTE, READY, TRIES, AbImage, Slot
 from matrix.lab import Lab
 from matrix.model import Cell
 from matrix.vm import VM
@@ -126,6 +126,7 @@ def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_la
     assert booted(guest) == ("a", "3")
     assert entries(guest) == ["ab-2.conf", "ab-3.conf"], "slot a's old entry went before its slot was written"
     assert guest.run("cat /data/mine") == ("kept-across-updates", 0)
+    assert guest.run("cat /data/note") == (DATA_NOTE, 0), "what the build put on the data partition"
     guest.machine.stop()
     (disk,) = guest.machine.spec.disks
     data_partition_checks_clean(disk.path, image, tmp_path)
