@@ -92,19 +92,33 @@ def phase_at(lines: list[tuple[float, str]], at: float) -> str:
     return phase
 
 
+def serve_slot(server: PayloadServer, slot: Slot) -> str:
+    """The guest's URL of `slot` on the payload server: manifest.json and slot.img below it."""
+    base = f"{slot.arch}-v{slot.version}" + ("" if slot.healthy else "-unhealthy")
+    server.payloads[f"{base}/manifest.json"] = slot.manifest()
+    server.payloads[f"{base}/slot.img"] = slot.image.read_bytes()
+    return server.url(f"/payload/{base}")
+
+
+def fsck_data(disk: Path, image: AbImage) -> tuple[bool, str]:
+    """e2fsck -fn of the data partition of `disk` (a copy of it beside the disk): clean, and what it said."""
+    part = image.partitions["data"]
+    copy = disk.with_name("data-partition.img")
+    with disk.open("rb") as source, copy.open("wb") as target:
+        source.seek(part.start)
+        target.write(source.read(part.size))
+    checked = subprocess.run(["/usr/sbin/e2fsck", "-fn", str(copy)], capture_output=True, text=True, check=False)
+    copy.unlink()
+    return checked.returncode == 0, checked.stdout + checked.stderr
+
+
 class AbRig:
     """The A/B image of one cell, its update payloads on a payload server, and machines on states."""
 
     def __init__(self, lab: Lab, image: AbImage, firmware: str, server: PayloadServer, workdir: Path):
         self.lab, self.image, self.server, self.workdir = lab, image, server, workdir
         self.firmware = firmware
-        self.urls = {version: self.serve(lab.ab_slot(image.arch, version)) for version in ("2", "3")}
-
-    def serve(self, slot: Slot) -> str:
-        base = f"{slot.arch}-v{slot.version}"
-        self.server.payloads[f"{base}/manifest.json"] = slot.manifest()
-        self.server.payloads[f"{base}/slot.img"] = slot.image.read_bytes()
-        return self.server.url(f"/payload/{base}")
+        self.urls = {version: serve_slot(server, lab.ab_slot(image.arch, version)) for version in ("2", "3")}
 
     def cell(self, disk: Path) -> Cell:
         return Cell(arch=self.image.arch, firmware=self.firmware, disk={"path": str(disk)}, ready=READY)
@@ -179,14 +193,7 @@ class AbRig:
         return Outcome(method, point, phase, f"{slot}{version}", intact, updated, self.fsck_clean(drive.path))
 
     def fsck_clean(self, disk: Path) -> bool:
-        part = self.image.partitions["data"]
-        copy = disk.with_name("data-partition.img")
-        with disk.open("rb") as source, copy.open("wb") as target:
-            source.seek(part.start)
-            target.write(source.read(part.size))
-        checked = subprocess.run(["/usr/sbin/e2fsck", "-fn", str(copy)], capture_output=True, check=False)
-        copy.unlink()
-        return checked.returncode == 0
+        return fsck_data(disk, self.image)[0]
 
     def kill_sweep(self, phases: dict[str, tuple[float, float]], cuts: int, seed: int,
                    only: tuple[str, ...] = ()) -> Iterator[Outcome]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,8 @@ from harness.net import UserNet
 from harness.payload_server import PayloadServer
 from harness.spec import MachineSpec
 from harness.state import MachineState
-from images.recipes.ab import DATA_NOTE, READY, TRIES, AbImage, Slot
+from images.recipes.ab import DATA_NOTE, READY, TRIES, AbImage
+from matrix.ab_sweep import fsck_data, serve_slot
 from matrix.lab import Lab
 from matrix.model import Cell
 from matrix.vm import VM
@@ -56,14 +56,6 @@ def persistent(state: MachineState) -> Callable[[MachineSpec], MachineSpec]:
     return customize
 
 
-def serve(server: PayloadServer, slot: Slot) -> str:
-    """The guest's URL of `slot` on the payload server: manifest.json and slot.img below it."""
-    base = f"v{slot.version}" + ("" if slot.healthy else "-unhealthy")
-    server.payloads[f"{base}/manifest.json"] = slot.manifest()
-    server.payloads[f"{base}/slot.img"] = slot.image.read_bytes()
-    return server.url(f"/payload/{base}")
-
-
 def booted(guest: VM) -> tuple[str, str]:
     """(slot, version) of the last readiness line."""
     found = re.findall(READY, guest.machine.tail())
@@ -90,16 +82,6 @@ def transcript(guest: VM) -> str:
     return (guest.workdir / "console.log").read_text(errors="replace")
 
 
-def data_partition_checks_clean(disk: Path, image: AbImage, scratch: Path) -> None:
-    part = image.partitions["data"]
-    copy = scratch / "data.img"
-    with disk.open("rb") as source, copy.open("wb") as target:
-        source.seek(part.start)
-        target.write(source.read(part.size))
-    checked = subprocess.run(["/usr/sbin/e2fsck", "-fn", str(copy)], capture_output=True, text=True, check=False)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-
-
 @pytest.mark.parametrize("target", BOTH_PATHS)
 def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_lab: Lab, target: tuple[str, str],
                                                    payload_server: PayloadServer, tmp_path: Path) -> None:
@@ -112,7 +94,7 @@ def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_la
     assert guest.run("echo kept-across-updates > /data/mine && sync") == ("", 0)
     assert entries(guest) == ["ab-1.conf"]
 
-    update(guest, serve(payload_server, bootmatrix_lab.ab_slot(arch, "2")))
+    update(guest, serve_slot(payload_server, bootmatrix_lab.ab_slot(arch, "2")))
     assert booted(guest) == ("b", "2")
     log = transcript(guest)
     for state_line in ("manifest", "entries-removed", "download", "written", "verified-sha256", "verified-verity",
@@ -122,14 +104,15 @@ def test_a_clean_update_a_to_b_to_a_keeps_the_data(bootmatrix_vms, bootmatrix_la
     assert entries(guest) == ["ab-1.conf", "ab-2.conf"], "blessed: the counter is gone"
     assert guest.run("cat /data/mine") == ("kept-across-updates", 0)
 
-    update(guest, serve(payload_server, bootmatrix_lab.ab_slot(arch, "3")))
+    update(guest, serve_slot(payload_server, bootmatrix_lab.ab_slot(arch, "3")))
     assert booted(guest) == ("a", "3")
     assert entries(guest) == ["ab-2.conf", "ab-3.conf"], "slot a's old entry went before its slot was written"
     assert guest.run("cat /data/mine") == ("kept-across-updates", 0)
     assert guest.run("cat /data/note") == (DATA_NOTE, 0), "what the build put on the data partition"
     guest.machine.stop()
     (disk,) = guest.machine.spec.disks
-    data_partition_checks_clean(disk.path, image, tmp_path)
+    clean, said = fsck_data(disk.path, image)
+    assert clean, said
 
 
 @pytest.mark.parametrize("target", ONE)
@@ -142,7 +125,7 @@ def test_a_new_slot_that_fails_its_health_check_is_rolled_back_after_its_tries(
     guest = bootmatrix_vms(cell_of(image, firmware), name="ab", nics=(UserNet(restrict=False),),
                            customize=persistent(state))
     # Every failed try is a whole boot, then the old entry's: TRIES + 1 boots in one wait.
-    update(guest, serve(payload_server, bootmatrix_lab.ab_slot(arch, "4", healthy=False)), boots=TRIES + 1)
+    update(guest, serve_slot(payload_server, bootmatrix_lab.ab_slot(arch, "4", healthy=False)), boots=TRIES + 1)
     log = transcript(guest)
     assert log.count("ab: health check failed for ab-2") == TRIES, log[-3000:]
     assert booted(guest) == ("a", "1")
@@ -161,7 +144,7 @@ def test_a_slot_with_one_flipped_byte_is_refused_by_verity_and_the_old_slot_boot
     cell = cell_of(image, firmware)
     first = bootmatrix_vms(cell, name="install", nics=(UserNet(restrict=False),), customize=persistent(state))
     first.net.dhcp()
-    url = serve(payload_server, bootmatrix_lab.ab_slot(arch, "2"))
+    url = serve_slot(payload_server, bootmatrix_lab.ab_slot(arch, "2"))
     first.machine.console.sendline(f"abagent update {url}")
     first.machine.console.expect(r"ab-agent: reboot ", first.deadline(BOOT_SECONDS))
     first.machine.power_cut()
@@ -186,7 +169,7 @@ def test_a_download_cut_short_restarts_and_the_update_completes(
     the start (the slot has no entry yet, so nothing half-written can boot) and the update completes."""
     state = MachineState(tmp_path / "state")
     guest = bootmatrix_vms(cell_of(image), name="ab", nics=(UserNet(restrict=False),), customize=persistent(state))
-    url = serve(payload_server, bootmatrix_lab.ab_slot(ARCH, "2"))
+    url = serve_slot(payload_server, bootmatrix_lab.ab_slot(ARCH, "2"))
     payload_server.cut_short[url.split("/payload/")[1] + "/slot.img"] = 1 << 20
     update(guest, url)
     log = transcript(guest)
