@@ -38,16 +38,15 @@ def test_a_comma_in_a_disk_path_opens_that_file_and_nothing_else(tmp_path: Path,
     assert files == [str(odd)]
 
 
-def _qemu_alive(results: Path) -> list[str]:
-    """The QEMU processes of a run (their pidfiles) that are still running."""
+def _alive(pids: list[int]) -> list[int]:
+    """The processes of `pids` that still run."""
     alive = []
-    for pidfile in results.glob("run-*/*/qemu.pid"):
+    for pid in pids:
         try:
-            pid = int(pidfile.read_text().strip())
             os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, FileNotFoundError):
+        except ProcessLookupError:
             continue
-        alive.append(str(pidfile))
+        alive.append(pid)
     return alive
 
 
@@ -62,9 +61,12 @@ def test_an_interrupted_run_writes_its_report_and_says_so(tmp_path: Path, sig: i
          "--results", str(results), "--no-history"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while not list(results.glob("run-*/*/qemu.pid")) and time.monotonic() < deadline:
+    pids: dict[Path, int] = {}
+    while not pids and time.monotonic() < deadline:
+        # QEMU deletes its own pidfile when it ends by quit or SIGTERM: the pids are read before the signal
+        pids = {f.parent: int(text) for f in results.glob("run-*/*/qemu.pid") if (text := f.read_text().strip())}
         time.sleep(0.05)
-    assert list(results.glob("run-*/*/qemu.pid")), "a cell started booting"
+    assert pids, "a cell started booting"
     process.send_signal(sig)
     sent = time.monotonic()
     output, _ = process.communicate(timeout=60)
@@ -76,10 +78,11 @@ def test_an_interrupted_run_writes_its_report_and_says_so(tmp_path: Path, sig: i
     assert report["interrupted"] == signal.Signals(sig).name
     assert [row["result"] for row in report["cells"]] == ["interrupted", "interrupted"]
     assert (summary.parent / "junit.xml").exists()
-    (booting,) = [pid.parent for pid in results.glob("run-*/*/qemu.pid")]
+    (booting,) = [argv.parent for argv in results.glob("run-*/*/argv.txt")]
+    assert list(pids) == [booting]
     assert json.loads((booting / "result.json").read_text())["stopped_by_harness"] is True
     time.sleep(0.5)
-    assert _qemu_alive(results) == []
+    assert _alive(list(pids.values())) == []
 
 
 def test_a_failure_reports_the_last_console_lines_beside_its_reason(tmp_path: Path) -> None:
