@@ -58,11 +58,19 @@ def check_lava_run() -> str:
 
 def qemu_wrapper(qemu: QemuInstall, arch: str, folder: Path) -> Path:
     """A `qemu-system-<arch>` script for the device dictionary's `command`: the pinned QEMU runs
-    through its own loader, with its data folders and module folder."""
+    through its own loader, with its data folders and module folder.
+
+    The script runs QEMU as its child rather than exec'ing it, so the process lava-dispatcher watches
+    is the shell. After its tests, LAVA sends `poweroff`, reads one chunk and closes the console with
+    pexpect's close(force=True): SIGHUP, SIGCONT, SIGINT, SIGKILL, 0.1 s apart, and the job fails
+    ("Could not terminate the child") if the process is not reaped 0.1 s after the SIGKILL. A QEMU
+    that is still shutting down with gigabytes mapped can take longer than that on a loaded host. The
+    shell ends at the first SIGHUP. The kernel then hangs QEMU up as well (it is in the foreground
+    process group of the terminal whose controlling process ended), and QEMU shuts down cleanly."""
     command = [*qemu.command(arch), *qemu.data_args()]
     modules = qemu.env().get("QEMU_MODULE_DIR")
     lines = ["#!/bin/sh", *([f"export QEMU_MODULE_DIR={shlex.quote(modules)}"] if modules else []),
-             f'exec {" ".join(shlex.quote(part) for part in command)} "$@"', ""]
+             f'{" ".join(shlex.quote(part) for part in command)} "$@"', "exit $?", ""]
     path = folder / f"qemu-system-{arch}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

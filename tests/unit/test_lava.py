@@ -1,9 +1,11 @@
 """The LAVA export's pure parts: the device dictionary a context renders to, a spec's deploy images and
-context, and reading a job's log back (the log lines are in the dispatcher's own record format)."""
+context, reading a job's log back (the log lines are in the dispatcher's own record format), and how the QEMU
+wrapper of a local run ends when the dispatcher closes its console."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -146,3 +148,53 @@ def test_import_writes_the_run_reports_and_fails_on_a_failed_job(tmp_path: Path,
         assert db.execute("SELECT DISTINCT source, cell FROM metrics").fetchall() == [("lava", "good")]
     assert main(["import", "lava", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().out
+
+
+STAND_IN_QEMU = """#!{python}
+import os, pathlib, signal, sys, time
+# A stand-in for QEMU's end: a hang-up starts a clean shutdown that takes a second, as a QEMU with
+# gigabytes mapped can take on a loaded host; the signals pexpect sends meanwhile do not hurry it.
+folder = pathlib.Path(sys.argv[0]).parent
+(folder / "pid").write_text(str(os.getpid()))
+asked = []
+for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda *_: asked.append(1))
+print("stand-in ready", flush=True)
+while not asked:
+    time.sleep(0.02)
+for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
+time.sleep(1)
+(folder / "ended").write_text("clean")
+"""
+
+
+def test_lava_closing_the_console_never_needs_a_sigkill_and_qemu_still_ends(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """lava-dispatcher ends a QEMU session with pexpect's close(force=True), which fails the job when
+    the process it watches is not reaped 0.1 s after a SIGKILL. Through the wrapper, the process it
+    watches is a shell that ends at the first hang-up (no SIGKILL), and QEMU, hung up by the kernel in
+    turn, still shuts down cleanly on its own. (Had the wrapper exec'd QEMU, close escalated to SIGKILL.)"""
+    import signal
+    import sys
+    import time
+
+    import pexpect
+
+    from harness.qemu import QemuInstall
+    from matrix.lava.local import qemu_wrapper
+
+    stand_in = tmp_path / "path" / "qemu-system-x86_64"
+    stand_in.parent.mkdir()
+    stand_in.write_text(STAND_IN_QEMU.format(python=sys.executable))
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stand_in.parent}:{os.environ['PATH']}")
+    wrapper = qemu_wrapper(QemuInstall.host(), "x86_64", tmp_path / "bin")
+    console = pexpect.spawn(str(wrapper), ["-nographic"], timeout=30)
+    console.expect("stand-in ready")
+    console.close(force=True)  # raises "Could not terminate the child" when a SIGKILL was not enough
+    assert console.signalstatus == signal.SIGHUP
+    deadline = time.monotonic() + 20  # a hang's bound, not a speed target
+    while not (stand_in.parent / "ended").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (stand_in.parent / "ended").read_text() == "clean"
