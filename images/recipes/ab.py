@@ -41,7 +41,7 @@ from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, busybox_set
 from images.recipes.gosource import GoRoot, build_on_host, sources_digest, write_guest_sources
 from images.recipes.minimal import UDHCPC_SCRIPT, MinimalImage, build_minimal
-from images.recipes.stick import EPOCH, fat_size_mib, stick_tools, write_fat
+from images.recipes.stick import EPOCH, fat_size_mib, install_syslinux, stick_tools, write_fat
 from images.store import Store, scratch_dir
 from images.tools import host_tool, run_tool
 
@@ -310,9 +310,7 @@ def build_ab_image(store: Store, fetcher: DebianFetcher, arch: str, agent: Path)
             write_fat(work / "esp.img", files, esp_mib, "ABESP")
             boot_code = None
             if bios:
-                env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
-                run_tool([str(tools / "usr/bin/syslinux"), "--install", "--directory", "/syslinux",
-                          str(work / "esp.img")], f"A/B disk for {arch}: installing syslinux", env=env)
+                install_syslinux(tools, work / "esp.img", f"A/B disk for {arch}: installing syslinux")
                 boot_code = (tools / "usr/lib/syslinux/mbr/gptmbr.bin").read_bytes()
             write_data_partition(work / "data.img", arch)
             partitions = layout(esp_mib)

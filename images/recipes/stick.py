@@ -48,6 +48,20 @@ def _tool(name: str) -> str:
     return host_tool(name, "packages dosfstools and mtools", "build the boot stick")
 
 
+def mtools_env() -> dict[str, str]:
+    """The environment of every mtools call (syslinux's installer makes them too): files stamped with
+    SOURCE_DATE_EPOCH in UTC, whatever the host's clock and zone, and no check of the image's geometry
+    (a partition image has no disk geometry to match)."""
+    return {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
+
+
+def install_syslinux(tools: Path, fat: Path, what: str) -> None:
+    """syslinux into /syslinux of the FAT file system `fat` (a file, rootless: syslinux writes through
+    mtools); ldlinux.sys lands there and the boot sector is patched to load it."""
+    run_tool([str(tools / "usr/bin/syslinux"), "--install", "--directory", "/syslinux", str(fat)],
+             what, env=mtools_env())
+
+
 def stick_files(images: dict[str, MinimalImage], tools: Path, uefi_only: bool) -> dict[str, bytes | Path]:
     """Every boot file of the stick's partition, by path: the layout is decided here and nowhere else."""
     files: dict[str, bytes | Path] = {}
@@ -115,7 +129,7 @@ def write_fat(part: Path, files: dict[str, bytes | Path], size_mib: int, label: 
     # FAT32 needs at least 65,525 clusters: one-sector clusters for a small stick, 4 KiB for a large one
     # (fewer FAT sectors and directory reads for the 15,000 files of the mostly-source root).
     cluster = 4096 if size_mib * (1 << 20) // 4096 >= 66_000 else SECTOR
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
+    env = mtools_env()
     run_tool(
         [_tool("mkfs.vfat"), "-C", "-F", "32", "-s", str(cluster // SECTOR), "-n", label, "--invariant",
          str(part), str(size_mib * 1024)],
@@ -141,7 +155,6 @@ def write_stick(
     target: Path, files: dict[str, bytes | Path], tools: Path, uefi_only: bool, directories: tuple[str, ...] = ()
 ) -> None:
     """Write the stick image: an MBR and one FAT32 partition holding `files` and `directories` (write_fat)."""
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1", "TZ": "UTC"}
     with scratch_dir("stick") as tmp:
         part = Path(tmp) / "partition.img"
         write_fat(part, files, fat_size_mib(files), "BOOTMATRIX", directories)
@@ -149,9 +162,7 @@ def write_stick(
         # the next device"), then halt, so a BIOS reports the failure instead of running zeros.
         boot_code = bytes([0xCD, 0x18, 0xF4, 0xEB, 0xFD])
         if not uefi_only:
-            syslinux = tools / "usr/bin/syslinux"
-            run_tool([str(syslinux), "--install", "--directory", "/syslinux", str(part)],
-                     "installing syslinux on the stick", env=env)
+            install_syslinux(tools, part, "installing syslinux on the stick")
             boot_code = (tools / "usr/lib/syslinux/mbr/mbr.bin").read_bytes()
         sectors = part.stat().st_size // SECTOR
         with target.open("wb") as disk:
