@@ -151,11 +151,10 @@ def test_import_writes_the_run_reports_and_fails_on_a_failed_job(tmp_path: Path,
 
 
 STAND_IN_QEMU = """#!{python}
-import os, pathlib, signal, sys, time
+import pathlib, signal, sys, time
 # A stand-in for QEMU's end: a hang-up starts a clean shutdown that takes a second, as a QEMU with
 # gigabytes mapped can take on a loaded host; the signals pexpect sends meanwhile do not hurry it.
 folder = pathlib.Path(sys.argv[0]).parent
-(folder / "pid").write_text(str(os.getpid()))
 asked = []
 for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, lambda *_: asked.append(1))
