@@ -28,7 +28,7 @@ from harness.spec import Disk, MachineSpec
 from images.debian.lock import busybox_set, kernel_set
 from images.recipes.firmware import FirmwareSet
 from images.recipes.minimal import MinimalImage
-from matrix.firmware import profile
+from matrix.firmware import STICK, profile
 
 if TYPE_CHECKING:
     from matrix.model import Cell, Login
@@ -148,6 +148,24 @@ KINDS: dict[str, ImageKind] = {}
 ARTIFACT = "artifact"  # the kind of a cell that brings its own files (not named by `image`)
 BUILTIN = ("matrix.kinds.minimal", "matrix.kinds.gosource", "matrix.kinds.tinyboot", "matrix.kinds.ab",
            "matrix.kinds.artifact")
+
+
+def check_own_boot_medium(cell: Cell, *, media: str, is_a: str, label: str, through: str, command_line: str,
+                          bios_arches: tuple[str, ...] = ("x86_64",)) -> None:
+    """The rules of a kind that boots from a medium of its own through the boot loaders on it (the
+    tinyboot ISO, the A/B disk): that medium, firmware that boots media at all, UEFI or SeaBIOS on an
+    arch the BIOS loader runs on, and no `append` (the loaders' configuration holds the command line).
+    ValueError in the kind's words: `is_a` ("an ISO"), `label` ("the tinyboot ISO"), `through` (how it
+    boots) and `command_line` (where its command line is instead)."""
+    firmware = profile(cell.arch, cell.firmware)
+    if cell.media != media:
+        raise ValueError(f"image = \"{cell.image}\" is {is_a}: media = \"{media}\"")
+    if STICK not in firmware.media:
+        raise ValueError(f"{cell.arch}/{cell.firmware} boots no {media}: it loads a kernel directly")
+    if not firmware.uefi and not (cell.arch in bios_arches and cell.firmware == "seabios"):
+        raise ValueError(f"{label} boots through {through}; not {cell.firmware}")
+    if cell.append:
+        raise ValueError(f"append does not apply to {label}: {command_line}")
 
 
 def register(kind: ImageKind) -> ImageKind:

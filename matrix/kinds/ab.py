@@ -13,8 +13,7 @@ from harness.spec import Disk, MachineSpec
 from images.debian.lock import STICK_TOOLS_SET, busybox_set, go_set, kernel_set
 from images.recipes.ab import BAD_PATTERNS, BIOS_ARCHES, READY
 from images.recipes.firmware import FirmwareSet
-from matrix.firmware import STICK, profile
-from matrix.kinds import ImageKind, Readiness, register
+from matrix.kinds import ImageKind, Readiness, check_own_boot_medium, register
 
 if TYPE_CHECKING:
     from matrix.model import Cell
@@ -26,17 +25,10 @@ class Ab(ImageKind):
     name = "ab"
 
     def check(self, cell: Cell) -> None:
-        firmware = profile(cell.arch, cell.firmware)
-        if cell.media != "disk":
-            raise ValueError("image = \"ab\" is a disk: media = \"disk\"")
-        if STICK not in firmware.media:
-            raise ValueError(f"{cell.arch}/{cell.firmware} boots no disk: it loads a kernel directly")
-        if not firmware.uefi and not (cell.arch in BIOS_ARCHES and cell.firmware == "seabios"):
-            raise ValueError(f"the A/B image boots through UEFI (systemd-boot), or SeaBIOS on x86_64 (syslinux); "
-                             f"not {cell.firmware}")
-        if cell.append:
-            raise ValueError("append does not apply to the A/B image: each boot entry on its ESP carries the kernel "
-                             "command line that binds its slot (images/recipes/ab.py)")
+        check_own_boot_medium(cell, media="disk", is_a="a disk", label="the A/B image",
+                              through="UEFI (systemd-boot), or SeaBIOS on x86_64 (syslinux)",
+                              command_line="each boot entry on its ESP carries the kernel command line that "
+                                           "binds its slot (images/recipes/ab.py)", bios_arches=BIOS_ARCHES)
 
     def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia

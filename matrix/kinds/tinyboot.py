@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 from harness.spec import Disk, MachineSpec
 from images.debian.lock import go_set, kernel_set
 from images.recipes.firmware import FirmwareSet
-from matrix.firmware import STICK, profile
-from matrix.kinds import ImageKind, Readiness, register
+from matrix.kinds import ImageKind, Readiness, check_own_boot_medium, register
 
 if TYPE_CHECKING:
     from matrix.model import Cell
@@ -22,16 +21,10 @@ class Tinyboot(ImageKind):
     name = "tinyboot"
 
     def check(self, cell: Cell) -> None:
-        firmware = profile(cell.arch, cell.firmware)
-        if cell.media != "iso":
-            raise ValueError("image = \"tinyboot\" is an ISO: media = \"iso\"")
-        if STICK not in firmware.media:
-            raise ValueError(f"{cell.arch}/{cell.firmware} boots no iso: it loads a kernel directly")
-        if not firmware.uefi and not (cell.arch == "x86_64" and cell.firmware == "seabios"):
-            raise ValueError(f"the tinyboot ISO boots through UEFI, or SeaBIOS on x86_64; not {cell.firmware}")
-        if cell.append:
-            raise ValueError("append does not apply to the tinyboot ISO: its kernel command line is built into the "
-                             "UKI and ISOLINUX's configuration (images/recipes/tinyboot.py)")
+        check_own_boot_medium(cell, media="iso", is_a="an ISO", label="the tinyboot ISO",
+                              through="UEFI, or SeaBIOS on x86_64",
+                              command_line="its kernel command line is built into the UKI and ISOLINUX's "
+                                           "configuration (images/recipes/tinyboot.py)")
 
     def media(self, lab: Provisioner, cell: Cell, firmware: FirmwareSet | None) -> BootMedia:
         from matrix.profiles import BootMedia

@@ -80,6 +80,10 @@ memory_mib = 1024
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmedia = "iso"\n', r"cell\[0\]: media \"iso\" boots image"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "ovmf"\nmedia = "iso"\nimage = "tinyboot"\nappend = "quiet"\n',
          r"cell\[0\]: append does not apply to the tinyboot ISO"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "ovmf"\nmedia = "iso"\nimage = "ab"\n',
+         r"cell\[0\]: image = \"ab\" is a disk: media = \"disk\""),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmedia = "disk"\nimage = "ab"\nappend = "quiet"\n',
+         r"cell\[0\]: append does not apply to the A/B image"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[extra]\nx = 1\n', r"m\.toml: extra: unknown key"),
     ],
 )
