@@ -36,6 +36,7 @@ from harness.spec import MachineSpec
 from harness.state import MachineState
 from harness.writelog import CrashState, WriteLog, lost_writes, read_log, replay
 from images.recipes.ab import DATA_NOTE, READY, TRIES, AbImage, Slot
+from images.tools import host_tool
 from matrix.lab import Lab
 from matrix.model import Cell
 
@@ -107,7 +108,8 @@ def fsck_data(disk: Path, image: AbImage) -> tuple[bool, str]:
     with disk.open("rb") as source, copy.open("wb") as target:
         source.seek(part.start)
         target.write(source.read(part.size))
-    checked = subprocess.run(["/usr/sbin/e2fsck", "-fn", str(copy)], capture_output=True, text=True, check=False)
+    e2fsck = host_tool("e2fsck", "package e2fsprogs", "check the A/B data partition")
+    checked = subprocess.run([e2fsck, "-fn", str(copy)], capture_output=True, text=True, check=False)
     copy.unlink()
     return checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -225,7 +227,7 @@ class AbRig:
     def last_write(self, log: WriteLog, durable: int) -> str:
         """Which partition the last write before entry `durable` went to: where in the update it is."""
         for entry in reversed(log.entries[:durable]):
-            if entry.sectors and not entry.flush:
+            if entry.changes_disk:
                 offset = entry.sector * log.sector_size
                 for part in self.image.partitions.values():
                     if part.start <= offset < part.start + part.size:
