@@ -23,16 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.payload_server import PayloadServer
-from harness.writelog import read_log
 from matrix.ab_sweep import AbRig, Outcome, crash_sample, table
 from matrix.lab import Lab
 
 
 def log_sweep(rig: AbRig, args: argparse.Namespace) -> list[Outcome]:
     log, base = rig.logged_update()
-    written = read_log(log)
     states = crash_sample(log, args.seed, args.flush_points, args.lost)
-    print(f"write log: {len(written.entries)} entries, {len(written.flush_points())} flush points; replaying "
+    print(f"write log: {len(log.entries)} entries, {len(log.flush_points())} flush points; replaying "
           f"{len(states)} states", flush=True)
     outcomes = []
     for outcome in rig.log_sweep(states, log, base):

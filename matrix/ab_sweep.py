@@ -215,14 +215,14 @@ class AbRig:
             point = f"{cut.at - sent:.2f} s into the update ({cut.chosen_by.split(' (')[0]})"
             yield self.check("kill", point, fell, state=state, name=f"kill-{number}-after")
 
-    def logged_update(self) -> tuple[Path, Path]:
+    def logged_update(self) -> tuple[WriteLog, Path]:
         """One whole update (1 -> 2, blessed) with the disk's writes logged: (the log, the disk before)."""
         log = self.workdir / "update.log"
         machine = self.power_on(MachineState(self.workdir / "logged-state"), "logged", log=log)
         self.start_update(machine, "2")
         machine.console.expect(END_OF_UPDATE, Deadline.after(BOOT_SECONDS))
         machine.power_cut()
-        return log, self.image.disk
+        return read_log(log), self.image.disk
 
     def last_write(self, log: WriteLog, durable: int) -> str:
         """Which partition the last write before entry `durable` went to: where in the update it is."""
@@ -235,8 +235,7 @@ class AbRig:
                 return "after a write to the partition table"
         return "before any write"
 
-    def log_sweep(self, states: list[CrashState], log_path: Path, base: Path) -> Iterator[Outcome]:
-        log = read_log(log_path)
+    def log_sweep(self, states: list[CrashState], log: WriteLog, base: Path) -> Iterator[Outcome]:
         for number, crash in enumerate(states):
             disk = replay(log, base, self.workdir / f"replay-{number}.img", crash)
             state = MachineState(self.workdir / f"replay-{number}-state")
@@ -246,10 +245,9 @@ class AbRig:
             disk.unlink()
 
 
-def crash_sample(log_path: Path, seed: int, flush_points: int | None, lost: int) -> list[CrashState]:
+def crash_sample(log: WriteLog, seed: int, flush_points: int | None, lost: int) -> list[CrashState]:
     """Every flush point of the log (or a seeded sample of `flush_points` of them), plus `lost` seeded
     lost-write states after seeded flush points that have writes after them."""
-    log = read_log(log_path)
     flushes = log.flush_points()
     chosen = flushes if flush_points is None else sorted(random.Random(seed).sample(flushes, min(flush_points,
                                                                                                  len(flushes))))
