@@ -65,6 +65,7 @@ from images.debian.lock import (
     add_package,
     lock_path,
     resolve_lock,
+    set_resolvers,
 )
 from images.debian.mirror import MirrorNotFound, find_mirror
 from images.manifest import MANIFEST_DIR, ManifestError, RecordingStore, load_manifest, write_manifest
@@ -561,7 +562,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
             previous.write()
             out.print(f"wrote {path}")
             continue
-        resolution = resolve_lock(index, path, previous)
+        unknown = sorted(set(args.set) - set(set_resolvers(suite)) - set(previous.sets if previous else ()))
+        if unknown:
+            raise LockError(f"--set {unknown[0]}: no such package set in {path.name}")
+        resolution = resolve_lock(index, path, previous, frozenset(args.set) if args.set else None)
         for name, why in resolution.kept.items():
             out.print(f"[yellow]kept the locked {name} as it was: {why}[/]")
         if previous is not None:
@@ -625,16 +629,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Every image of the matrices against the committed manifest: a table, the differences, exit 1 on any."""
-    whole = not args.matrix
     matrices = args.matrix or verify.default_matrices()
-    suites = FIRMWARE_SUITES if whole else ()
+    suites = FIRMWARE_SUITES if not args.matrix else ()
+    # Only the whole set, nothing skipped, judges the manifest's images that were not built (stale).
+    whole = not args.matrix and not args.skip
     cache = Store().root  # a cache that is a file, or read-only, is one line here, before any build
     expected = {} if args.update else load_manifest(args.manifest)  # a bad manifest stops before any build
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(verify.empty_store(cache, args.keep)) if args.rebuild else RecordingStore(cache)
         if args.rebuild:
             out.print(f"building every image in an empty store: {store.root}")
-        built = verify.build_images(Lab(store, locked=not args.allow_drift), matrices, suites)
+        built = verify.build_images(Lab(store, locked=not args.allow_drift), matrices, suites, tuple(args.skip))
         for what, why in built.errors.items():
             out.print(f"[red]cannot build[/] {escape(what)}: {escape(why)}", soft_wrap=True, highlight=False)
         if args.update:
@@ -852,6 +857,8 @@ def parser() -> argparse.ArgumentParser:
     lock.add_argument("--suite", action="append", default=[], choices=list(FIRMWARE_SUITES))
     lock.add_argument("--add", action="append", default=[], metavar="NAME[:ARCH][=VERSION]",
                       help="lock one more package (for a matrix's `deb = ...` artifact), keeping the rest as it is")
+    lock.add_argument("--set", action="append", default=[], metavar="SET",
+                      help="re-resolve only this package set (repeatable), keeping every other set as it is")
     lock.add_argument("--hash", action="store_true", help="print the lock files' sha256 (a CI cache key) and stop")
     lock.set_defaults(func=cmd_lock)
     doctor = sub.add_parser("doctor", help="what this host has and lacks for each capability, and the fix")
@@ -867,6 +874,9 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--rebuild", action="store_true",
                        help="build every image in an empty store first (the .debs are shared)")
     check.add_argument("--keep", action="store_true", help="with --rebuild: keep that store (its path is printed)")
+    check.add_argument("--skip", action="append", default=[], metavar="CELL_GLOB",
+                       help="leave out the images of cells whose id matches (repeatable; their manifest "
+                            "entries are not judged)")
     check.add_argument("--manifest", type=Path, default=MANIFEST_DIR, help="the manifest folder")
     check.add_argument("--allow-drift", action="store_true",
                        help="re-resolve locked packages gone from the mirror; their images are 'not comparable'")

@@ -76,7 +76,9 @@ class PrivateApt:
         self.mirror = mirror
         self.suite = suite
         self.arches = arches
-        self.native = host_debian_arch()
+        # apt resolves an `Architecture: all` package's dependencies in its native arch: a state folder
+        # of one foreign arch is that arch's native apt, or a foreign root's closure cannot be resolved.
+        self.native = arches[0] if len(arches) == 1 else host_debian_arch()
         for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
                     "var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -166,6 +168,21 @@ class PrivateApt:
                 ref = PackageRef(fields["Package"], fields["Architecture"], fields["Version"])
                 found.setdefault(ref, fields)
         return found
+
+    def required(self, arch: str) -> list[str]:
+        """The packages of `arch` that Debian marks Essential or Priority: required: what debootstrap's
+        minbase installs, and what a root must hold for dpkg and its maintainer scripts to work."""
+        out = self._run("apt-cache", "dumpavail")
+        names: set[str] = set()
+        for stanza in out.split("\n\n"):
+            fields = dict(re.findall(r"^(Package|Architecture|Priority|Essential): (\S+)$", stanza, re.MULTILINE))
+            if fields.get("Architecture") not in (arch, "all"):
+                continue
+            if fields.get("Priority") == "required" or fields.get("Essential") == "yes":
+                names.add(fields["Package"])
+        if not names:
+            raise AptError(f"the {self.suite} index of {arch} marks no package required or essential")
+        return sorted(names)
 
     def candidate(self, package: str, arch: str) -> PackageRef:
         out = self._run("apt-cache", "policy", f"{package}:{arch}")

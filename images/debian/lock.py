@@ -60,6 +60,27 @@ STICK_TOOLS_SET = "stick-tools"
 ISO_TOOLS_SET = "iso-tools"  # the BIOS half of the tinyboot ISO: ISOLINUX and its hybrid MBR
 
 
+# The Debian root (issue 23): everything Debian marks required or essential (debootstrap's minbase),
+# then systemd as init with udev and logind, the arch's kernel with initramfs-tools (zstd is what it
+# compresses with), e2fsprogs (fsck and mke2fs in the guest), iproute2 and busybox (wget, for the
+# payload server). Their closure is locked as one set per arch.
+DEBIAN_ROOT_PACKAGES = ("systemd-sysv", "udev", "libpam-systemd", "dbus", "initramfs-tools", "zstd", "e2fsprogs",
+                        "iproute2", "busybox")
+
+
+# What the root's build needs besides the root: mke2fs reads a tar through libarchive (dlopen'd), so
+# the final filesystem is made from a sorted, clamped tar. Installed into the throwaway build tree only.
+DEBIAN_ROOT_TOOLS = ("libarchive13t64",)
+
+
+def debian_root_set(arch: str) -> str:
+    return f"debian-root-{arch}"
+
+
+def debian_root_tools_set(arch: str) -> str:
+    return f"debian-root-tools-{arch}"
+
+
 class LockError(Exception):
     pass
 
@@ -192,6 +213,18 @@ def _kernel(guest_arch: str) -> SetResolver:
     return resolve
 
 
+def _debian_root(guest_arch: str, tools: bool = False) -> SetResolver:
+    def resolve(index: Indexes) -> list[LockedPackage]:
+        deb_arch = GUEST_DEBIAN_ARCH[guest_arch]
+        apt = index.apt(deb_arch)
+        names = ([*DEBIAN_ROOT_TOOLS] if tools else
+                 [*apt.required(deb_arch), *DEBIAN_ROOT_PACKAGES, ARCHES[guest_arch].kernel_metapackage])
+        closure = apt.closure([f"{name}:{deb_arch}" for name in names])
+        return index.locked(sorted(closure, key=lambda r: (r.name, r.arch)))
+
+    return resolve
+
+
 def _named(names: tuple[str, ...], arch: str) -> SetResolver:
     return lambda index: index.locked(index.candidates(list(names), arch))
 
@@ -234,6 +267,8 @@ def set_resolvers(suite: str) -> dict[str, SetResolver]:
         resolvers[busybox_set(guest_arch)] = _named(("busybox-static",), deb_arch)
         resolvers[go_set(guest_arch)] = _named((f"golang-{GO_VERSION}-go",), deb_arch)
         resolvers[shell_set(guest_arch)] = _named(SHELL_PACKAGES, deb_arch)
+        resolvers[debian_root_set(guest_arch)] = _debian_root(guest_arch)
+        resolvers[debian_root_tools_set(guest_arch)] = _debian_root(guest_arch, tools=True)
     resolvers[qemu_set()] = _qemu
     resolvers[FIRMWARE_SET] = _firmware
     resolvers[STICK_TOOLS_SET] = _stick_tools
@@ -263,9 +298,11 @@ class Resolution:
     kept: dict[str, str]  # set name -> why its old entries were kept
 
 
-def resolve_lock(index: Indexes, path: Path, previous: Lockfile | None = None) -> Resolution:
-    """Resolve every set of the suite against the current index. A set whose index is unusable keeps its
-    entries from `previous` (when there are some), so one arch's broken index does not block the rest."""
+def resolve_lock(index: Indexes, path: Path, previous: Lockfile | None = None,
+                 only: frozenset[str] | None = None) -> Resolution:
+    """Resolve every set of the suite (or only the sets named in `only`, keeping the rest of `previous`
+    as it is) against the current index. A set whose index is unusable keeps its entries from
+    `previous` (when there are some), so one arch's broken index does not block the rest."""
     sets: dict[str, list[LockedPackage]] = {}
     kept: dict[str, str] = {}
     resolvers = set_resolvers(index.suite)
@@ -273,6 +310,10 @@ def resolve_lock(index: Indexes, path: Path, previous: Lockfile | None = None) -
         if name not in resolvers:  # a user's own set (`bootmatrix lock --add`): same names, current versions
             resolvers[name] = same_names(packages)
     for name, resolver in resolvers.items():
+        if only is not None and name not in only:
+            if previous is not None and name in previous.sets:
+                sets[name] = previous.sets[name]
+            continue
         try:
             sets[name] = resolver(index)
         except IndexUnusable as error:
