@@ -40,6 +40,7 @@ from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, busybox_set
 from images.recipes.gosource import GoRoot, build_on_host, sources_digest, write_guest_sources
+from images.recipes.gpt import ESP_TYPE, LINUX_DATA_TYPE, Partition, mib_layout, write_gpt
 from images.recipes.minimal import UDHCPC_SCRIPT, MinimalImage, build_minimal
 from images.recipes.stick import EPOCH, fat_size_mib, install_syslinux, stick_tools, write_fat
 from images.store import Store, scratch_dir
@@ -61,8 +62,6 @@ READY = r"BOOTMATRIX-READY ab slot=(?P<slot>[ab]) version=(?P<version>\S+)"
 MODULES = ("dm_verity", "squashfs", "vfat", "nls_cp437", "nls_ascii", "ext4")
 FIRST_MODULES = {"aarch64": ("crc32c_generic",), "riscv64": ("crc32c_generic",)}
 BAD_PATTERNS = (("A/B agent failure", r"ab-agent: failed [^\n]*"),)
-ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-LINUX_DATA_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 LOADER_CONF = b"timeout 0\neditor no\n"
 BIOS_ARCHES = ("x86_64",)  # syslinux, and so the BIOS path, is x86 only
 HEALTHY = b"#!/bin/sh\nexit 0\n"
@@ -91,14 +90,6 @@ class Slot:
         """manifest.json of this slot (what abagent update reads before slot.img)."""
         return json.dumps({"version": self.version, "size": self.size, "sha256": self.sha256,
                            "verity": self.verity}).encode()
-
-
-@dataclass(frozen=True)
-class Partition:
-    number: int
-    name: str
-    start: int  # bytes
-    size: int  # bytes
 
 
 @dataclass(frozen=True)
@@ -216,42 +207,15 @@ def syslinux_cfg(arch: str) -> bytes:
 
 def layout(esp_mib: int) -> list[Partition]:
     """The four partitions, MiB-aligned after the primary GPT's first MiB."""
-    sizes = (("esp", esp_mib), ("slot-a", SLOT_MIB), ("slot-b", SLOT_MIB), ("data", DATA_MIB))
-    partitions, start = [], MIB
-    for number, (name, mib) in enumerate(sizes, start=1):
-        partitions.append(Partition(number, name, start, mib * MIB))
-        start += mib * MIB
-    return partitions
+    return mib_layout([("esp", esp_mib), ("slot-a", SLOT_MIB), ("slot-b", SLOT_MIB), ("data", DATA_MIB)])
 
 
 def write_disk(target: Path, arch: str, partitions: list[Partition], contents: dict[str, Path],
                boot_code: bytes | None = None) -> None:
-    """The GPT disk: sfdisk writes both tables from a script with fixed GUIDs, then each partition's
-    contents go to its offset (a partition without contents stays zeros). With `boot_code` (syslinux's
-    gptmbr.bin, for a BIOS) the protective MBR runs it and the ESP is marked legacy-BIOS-bootable."""
-    end = partitions[-1].start + partitions[-1].size + MIB  # room for the backup GPT
-    with target.open("wb") as handle:
-        handle.truncate(end)
-    lines = ["label: gpt", f"label-id: {fixed_uuid(arch, 'disk')}", "unit: sectors", "first-lba: 2048"]
-    for part in partitions:
-        kind = ESP_TYPE if part.name == "esp" else LINUX_DATA_TYPE
-        attrs = ', attrs="LegacyBIOSBootable"' if boot_code is not None and part.name == "esp" else ""
-        lines.append(f"start={part.start // 512}, size={part.size // 512}, type={kind}, "
-                     f"uuid={fixed_uuid(arch, part.name)}, name={part.name}{attrs}")
-    sfdisk = host_tool("sfdisk", "package fdisk", "partition the A/B disk")
-    run_tool([sfdisk, "--no-reread", "--no-tell-kernel", "-q", str(target)], f"A/B disk for {arch}: sfdisk",
-             stdin="\n".join(lines) + "\n")
-    with target.open("r+b") as disk:
-        if boot_code is not None:
-            disk.write(boot_code[:440])  # the code area; the disk signature and partition entry stay sfdisk's
-        for part in partitions:
-            if part.name in contents:
-                source = contents[part.name]
-                if source.stat().st_size > part.size:
-                    raise ValueError(f"A/B disk for {arch}: {source.name} is larger than partition {part.name}")
-                disk.seek(part.start)
-                with source.open("rb") as data:
-                    shutil.copyfileobj(data, disk, MIB)
+    """The GPT disk (images/recipes/gpt.py): the ESP and three Linux data partitions, fixed GUIDs."""
+    write_gpt(target, f"A/B disk for {arch}", fixed_uuid(arch, "disk"), partitions,
+              types={p.name: ESP_TYPE if p.name == "esp" else LINUX_DATA_TYPE for p in partitions},
+              uuids={p.name: fixed_uuid(arch, p.name) for p in partitions}, contents=contents, boot_code=boot_code)
 
 
 def write_data_partition(target: Path, arch: str) -> None:
