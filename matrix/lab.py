@@ -25,9 +25,11 @@ from harness.snapshot import Snapshot, restored_spec
 from harness.spec import MachineSpec, machine_args, pflash_args
 from harness.timeline import Timeline
 from harness.timeouts import scaled
+from images.recipes.debian import GuestJob
 from images.recipes.firmware import FirmwareMissing
 from matrix import boot as boot_protocol
 from matrix import snapshots
+from matrix.build_vm import run_guest_job
 from matrix.kinds import Readiness, kind_of
 from matrix.model import Cell
 from matrix.profiles import CONSOLE, BootMedia, needs_firmware_set, spec_for
@@ -83,6 +85,10 @@ class Lab(Provisioner):
             probe = ProbeKernel(image.kernel, image.initrd, f"console={CONSOLE['x86_64']} {KERNEL_OPTIONS}",
                                 image.ready_marker, image.key)
         return choose_accel(cell.arch, self.qemu(cell.qemu), self.store.root / "accel", cell.accel, probe)
+
+    def run_guest(self, job: GuestJob) -> str:
+        """A build step in a VM of its arch, booted by this lab (matrix/build_vm.py)."""
+        return run_guest_job(self, job)
 
     def boot_budget(self, cell: Cell, accel: str) -> float:
         """Seconds to readiness before it is a hang: the cell's own `timeout`, else the arch's budget."""

@@ -27,6 +27,8 @@ from images.debian.fetch import DebianFetcher, FetchError, Moved
 from images.debian.lock import LockError, Lockfile, lock_path, qemu_set
 from images.debian.mirror import MirrorNotFound
 from images.recipes.ab import AbImage, Slot, build_ab_image, build_agent, build_slot
+from images.recipes.debian import DebianRoot, GuestJob, build_debian_root
+from images.recipes.debian_disk import DebianDisk, build_debian_disk
 from images.recipes.firmware import FirmwareSet, firmware_set
 from images.recipes.goplans import build_plans
 from images.recipes.gosource import GoSourceImage, build_go_root, build_gosource_image, build_programs, build_stage1
@@ -182,6 +184,21 @@ class Provisioner:
         return self._once(("ab-slot", arch, version, healthy), "an A/B slot image could not be built",
                           lambda: build_slot(self.store, self.fetcher(), arch, self.ab_agent(arch), version,
                                              healthy=healthy))
+
+    def run_guest(self, job: GuestJob) -> str:
+        """A build step that needs a VM of the target arch (the Lab boots one: matrix/build_vm.py)."""
+        raise Unavailable(f"{job.name} needs a VM, and only a Lab boots one")
+
+    def debian_root(self, arch: str) -> DebianRoot:
+        """The Debian 13 root of `arch` (images/recipes/debian.py): dpkg and every maintainer script run
+        in a VM of `arch` (run_guest)."""
+        return self._once(("debian-root", arch), "the Debian root could not be built",
+                          lambda: build_debian_root(self.store, self.fetcher(), arch, self.run_guest))
+
+    def debian_disk(self, arch: str) -> DebianDisk:
+        """The bootable GPT disk of the Debian root of `arch`."""
+        return self._once(("debian-disk", arch), "the Debian disk could not be built",
+                          lambda: build_debian_disk(self.store, self.fetcher(), self.debian_root(arch)))
 
     def firmware(self, suite: str) -> FirmwareSet:
         return self._once(("firmware", suite), f"firmware set {suite} could not be fetched",
