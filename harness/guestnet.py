@@ -26,7 +26,7 @@ class GuestNetError(MachineError):
 
 DEFAULT_DHCP = "udhcpc -i {interface} -n -q -t 5 -T 2"  # busybox with its own default hook script
 LEASE_READBACK = ("ip -o -4 addr show dev {interface}; echo '#'; ip -4 route show default; echo '#'; "
-                  "cat /etc/resolv.conf 2>/dev/null")
+                  "cat /etc/resolv.conf 2>/dev/null; true")  # a root may have no resolv.conf (networkd, no resolved)
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,16 @@ class Phase(StrEnum):
     FIRMWARE = "firmware"  # the firmware's first words
     BOOTLOADER = "bootloader"  # a boot loader or boot manager taking over
     KERNEL = "kernel"  # the EFI stub or the kernel's first line
+    INITRD = "initrd"  # the kernel starting the initramfs's /init (where an image's timeline watches for it)
+    USERSPACE = "userspace"  # init of the real root starting (systemd on the Debian image)
     INIT = "init"  # the image's readiness marker, or a cell's `ready` pattern
     READY = "ready"  # readiness complete (a shell that answers, where there is one)
     PROCESS = "process"  # a restore: QEMU up and its monitor answering
     INCOMING = "incoming"  # a restore: the saved state loaded
 
 
-BOOT_PHASES = (Phase.FIRST_OUTPUT, Phase.FIRMWARE, Phase.BOOTLOADER, Phase.KERNEL, Phase.INIT, Phase.READY)
+BOOT_PHASES = (Phase.FIRST_OUTPUT, Phase.FIRMWARE, Phase.BOOTLOADER, Phase.KERNEL, Phase.INITRD, Phase.USERSPACE,
+               Phase.INIT, Phase.READY)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import time
 from enum import StrEnum
 
 from harness.deadline import Deadline
-from harness.errors import ConsoleTimeout
+from harness.errors import ConsoleTimeout, GuestError
 from harness.machine import Machine
 from harness.timeline import Phase, Timeline
 from matrix.kinds import Readiness
@@ -31,8 +31,10 @@ class BootState(StrEnum):
 
 
 def boot_timeline(readiness: Readiness) -> Timeline:
-    """The milestones a cold boot is watched for: every boot's phases, then the readiness pattern."""
-    return Timeline([*TIMELINE_PHASES, *(((Phase.INIT, readiness.marker),) if readiness.marker else ())])
+    """The milestones a cold boot is watched for: every boot's phases, the image's own, then the
+    readiness pattern."""
+    return Timeline([*TIMELINE_PHASES, *readiness.phases,
+                     *(((Phase.INIT, readiness.marker),) if readiness.marker else ())])
 
 
 def boot(machine: Machine, record: BootRecord, deadline: Deadline) -> BootRecord:
@@ -54,6 +56,7 @@ def boot(machine: Machine, record: BootRecord, deadline: Deadline) -> BootRecord
         if readiness.shell:
             state = BootState.SHELL
             machine.console.wait_shell(deadline)
+            settle(machine, readiness, deadline)
         machine.timeline.mark(Phase.READY, time.monotonic() - machine.t0)
     except ConsoleTimeout as error:
         seen = machine.timeline.as_dict()
@@ -66,6 +69,16 @@ def boot(machine: Machine, record: BootRecord, deadline: Deadline) -> BootRecord
     finally:
         record.save(machine)
     return record
+
+
+def settle(machine: Machine, readiness: Readiness, deadline: Deadline) -> None:
+    """The readiness's first commands; one that fails fails the boot, naming it."""
+    for command in readiness.settle:
+        output, code = machine.console.run(command, deadline)
+        if code != 0:
+            raise GuestError(f"the boot's first command {command!r} failed (exit {code}): {output.strip()[-200:]}",
+                             machine.tail(),
+                             "the shell's first commands")
 
 
 def log_in(machine: Machine, login: Login, deadline: Deadline) -> None:

@@ -414,19 +414,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _print_table(cells: list[Cell], rows: list[CellRow]) -> None:
     extra = sorted({kind_of(cell).summary_column for cell in cells} - {""})
-    table = Table("cell", "result", *(f"{PHASE_COLUMNS[p]} s" for p in BOOT_PHASES), *extra, "accel", "QEMU", "reason",
+    table = Table("cell", "result", *(f"{PHASE_COLUMNS[p]} s" for p in TABLE_PHASES), *extra, "accel", "QEMU", "reason",
                   title="bootmatrix run: seconds from QEMU start to each milestone")
     for cell, row in zip(cells, rows, strict=True):
         colour = "green" if row.passed else "red"
         reason = "; ".join([row.reason, *row.gates]).strip("; ")
         own = kind_of(cell).summary_column
-        table.add_row(row.cell, f"[{colour}]{row.result}[/]", *(_seconds(row.milestones.get(p)) for p in BOOT_PHASES),
+        table.add_row(row.cell, f"[{colour}]{row.result}[/]", *(_seconds(row.milestones.get(p)) for p in TABLE_PHASES),
                       *(row.check_summary if column == own else "-" for column in extra), row.accel,
                       f"{row.qemu} {row.qemu_version}".strip(), escape(reason))
     out.print(table)
 
 
-# The run table's column of each boot phase.
+# The run table's column of each boot phase; an image's later phases (initrd, userspace: the Debian
+# image's) are in summary.json, the history and the timeline, not the table.
+TABLE_PHASES = tuple(p for p in BOOT_PHASES if p not in (Phase.INITRD, Phase.USERSPACE))
 PHASE_COLUMNS = {Phase.FIRST_OUTPUT: "1st out", Phase.FIRMWARE: "firmware", Phase.BOOTLOADER: "loader",
                  Phase.KERNEL: "kernel", Phase.INIT: "init", Phase.READY: "ready"}
 

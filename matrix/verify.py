@@ -11,6 +11,7 @@ can be explained byte by byte against the store's copy.
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -52,13 +53,17 @@ class Built:
     drift: list[str] = field(default_factory=list)
 
 
-def build_images(lab: Lab, matrices: list[Path], firmware_suites: tuple[str, ...] = FIRMWARE_SUITES) -> Built:
+def build_images(lab: Lab, matrices: list[Path], firmware_suites: tuple[str, ...] = FIRMWARE_SUITES,
+                 skip: tuple[str, ...] = ()) -> Built:
     """Provision every cell of `matrices` as a run would (its media, QEMU and firmware; no VM) and the
-    firmware sets of `firmware_suites`. `lab.store` must be a RecordingStore."""
+    firmware sets of `firmware_suites`, but cells whose id matches a glob of `skip`. `lab.store` must be
+    a RecordingStore."""
     assert isinstance(lab.store, RecordingStore)
     errors: dict[str, str] = {}
     for path in matrices:
         for cell in load_matrix(path):
+            if any(fnmatch.fnmatchcase(cell.id, pattern) for pattern in skip):
+                continue
             try:
                 _provision(lab, cell)
             except CellError as error:

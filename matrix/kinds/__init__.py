@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 class Readiness:
     """How a boot of a cell becomes ready, worked out once per VM and carried with it: the console
     pattern that means booted (None: a shell that answers is enough), a login to answer, whether a
-    shell that answers ends it, the image's own failure messages, and how its shell gets a lease."""
+    shell that answers ends it, the image's own failure messages, how its shell gets a lease, and
+    what the shell runs first."""
 
     marker: str | None
     shell: bool
@@ -49,6 +50,11 @@ class Readiness:
     bad_patterns: dict[str, str] = field(default_factory=dict)
     dhcp_command: str = DEFAULT_DHCP
     marker_label: str = "readiness marker"  # what a wait for the marker is called in errors
+    # Shell commands run once the shell answers, before anything else (the Debian image turns kernel
+    # messages off the console there, so they do not land in the middle of a command's output).
+    settle: tuple[str, ...] = ()
+    # Console milestones of the image's own, between the kernel and its marker (phase, regex).
+    phases: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of_image(cls, image: MinimalImage, shell: bool = True) -> Readiness:
@@ -147,7 +153,7 @@ class ImageKind(ABC):
 KINDS: dict[str, ImageKind] = {}
 ARTIFACT = "artifact"  # the kind of a cell that brings its own files (not named by `image`)
 BUILTIN = ("matrix.kinds.minimal", "matrix.kinds.gosource", "matrix.kinds.tinyboot", "matrix.kinds.ab",
-           "matrix.kinds.artifact")
+           "matrix.kinds.debian", "matrix.kinds.artifact")
 
 
 def check_own_boot_medium(cell: Cell, *, media: str, is_a: str, label: str, through: str, command_line: str,

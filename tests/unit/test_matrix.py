@@ -84,6 +84,12 @@ memory_mib = 1024
          r"cell\[0\]: image = \"ab\" is a disk: media = \"disk\""),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\nmedia = "disk"\nimage = "ab"\nappend = "quiet"\n',
          r"cell\[0\]: append does not apply to the A/B image"),
+        ('[[cell]]\narch = "aarch64"\nfirmware = "aavmf"\nmedia = "direct"\nimage = "debian"\n',
+         r"cell\[0\]: image = \"debian\" is a disk: media = \"disk\""),
+        ('[[cell]]\narch = "riscv64"\nfirmware = "opensbi"\nmedia = "disk"\nimage = "debian"\n',
+         r"cell\[0\]: riscv64/opensbi boots no disk"),
+        ('[[cell]]\narch = "x86_64"\nfirmware = "ovmf"\nmedia = "disk"\nimage = "debian"\nappend = "quiet"\n',
+         r"cell\[0\]: append does not apply to the Debian image"),
         ('[[cell]]\narch = "x86_64"\nfirmware = "seabios"\n[extra]\nx = 1\n', r"m\.toml: extra: unknown key"),
     ],
 )
