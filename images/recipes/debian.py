@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arches import ARCHES, KERNEL_OPTIONS
-from images.debian.extract import extract_deb
+from images.debian.extract import extract_deb, member_name
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import LockedPackage, debian_root_set, debian_root_tools_set
 from images.recipes.minimal import MinimalImage, build_minimal
@@ -53,7 +53,6 @@ SALT = "$6$bootmatrix$"  # sha512-crypt with a fixed salt: the same shadow line 
 SPARE_BYTES = 512 << 20  # free room in the root filesystem for what tests write
 BUILD_MIB = 1024
 BUILD_TIMEOUT = 2400.0  # seconds under TCG before the build VM counts as hung (riscv64 is the slowest)
-LOGIN_PROMPT = r"bootmatrix-debian login: *$"  # the serial getty's prompt (the host name is configure.sh's)
 BUILD_END = r"BOOTMATRIX-BUILD-END status=(?P<status>\S+)"
 # ext4 in the builder's initramfs (dm and squashfs are the A/B image's); crc32c for ext4's checksums.
 BUILD_MODULES = {"aarch64": ("crc32c_generic", "ext4"), "riscv64": ("crc32c_generic", "ext4"), "x86_64": ("ext4",)}
@@ -114,7 +113,7 @@ def _directories(deb: Path) -> list[tuple[str, int, int, str]]:
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
             for member in archive:
-                name = member.name.lstrip("./").rstrip("/")
+                name = member_name(member.name).rstrip("/")
                 if member.isdir() and name:
                     found.append((f"{member.mode & 0o7777:o}", member.uid, member.gid, name))
     finally:

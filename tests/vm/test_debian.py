@@ -11,6 +11,7 @@ these tests run on x86_64 with OVMF; BOOTMATRIX_DEBIAN_CELLS=all runs them on al
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from harness.net import UserNet
 from harness.payload_server import PayloadServer
 from images.recipes.debian import PASSWORD, SALT, USER
+from matrix.boot import boot_timeline
 from matrix.model import load_matrix
 from matrix.userspace import read_userspace
 from matrix.vm import VM
@@ -47,16 +49,22 @@ def test_the_boot_reaches_multi_user_with_no_failed_unit(guest: VM) -> None:
 
 
 
-def test_a_cold_boot_passes_every_phase_in_order(bootmatrix_vms) -> None:
-    cell = CELLS[0]
-    guest = bootmatrix_vms(cell, nics=NIC, cold=True)
-    assert not guest.record.snapshot
-    milestones = guest.record.milestones
-    order = ["firmware", "bootloader", "kernel", "initrd", "userspace", "init", "ready"]
-    assert [phase for phase in order if phase in milestones] == order, milestones
-    assert sorted(order, key=milestones.__getitem__) == order
+def test_the_boot_that_made_the_snapshot_passed_every_phase_in_order(guest: VM) -> None:
+    # The cold boot the snapshot was saved from kept its console transcript: its milestones, read again
+    # with the cell's own timeline, come in the order a boot passes them (no second cold boot needed).
+    assert guest.record.snapshot
+    timeline = boot_timeline(guest.record.readiness)  # type: ignore[arg-type]
+    for line in (Path(guest.record.snapshot) / "boot-console.log").read_text(errors="replace").splitlines():
+        stamped = re.match(r"^\[\s*([\d.]+)\] (.*)$", line)
+        if stamped:
+            timeline.observe(stamped.group(2) + "\n", float(stamped.group(1)))
+    milestones = timeline.as_dict()
+    assert {"firmware", "kernel", "initrd", "userspace", "init"} <= set(milestones), milestones
+    # (riscv64's edk2 prints nothing as it hands over to systemd-boot: no "bootloader" there)
+    order = [p for p in ("firmware", "bootloader", "kernel", "initrd", "userspace", "init") if p in milestones]
+    assert sorted(order, key=milestones.__getitem__) == order, milestones
     # After the login the console carries only what commands print: kernel messages are off it.
-    assert guest.run("cat /proc/sys/kernel/printk")[0].split()[0] == "1"
+    assert guest.run("cut -f1 /proc/sys/kernel/printk") == ("1", 0)
 
 
 def test_networkd_takes_the_lease_and_the_guest_downloads(guest: VM, payload_server: PayloadServer) -> None:
