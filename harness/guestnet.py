@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from harness.console import Console
+from harness.console import Console, clean
 from harness.deadline import Deadline
 from harness.errors import MachineError
 
@@ -40,9 +40,10 @@ class Lease:
 
 
 def parse_lease(interface: str, readback: str, seconds: float) -> Lease | None:
-    """A Lease from LEASE_READBACK's output, or None when the interface has no IPv4 address."""
+    """A Lease from LEASE_READBACK's output, or None when the interface has no IPv4 address. Colour
+    escapes are removed first: Debian 13's ip colours addresses on a terminal, as the console is."""
     sections = [""]
-    for line in readback.splitlines():
+    for line in clean(readback).splitlines():
         if line.strip() == "#":
             sections.append("")
         else:

@@ -153,6 +153,11 @@ def test_a_lease_is_read_back_from_the_kernel_view() -> None:
     restricted = parse_lease("eth0", "2: eth0    inet 10.0.2.15/24 scope global eth0\n#\n#\n", 0.5)
     assert restricted is not None and (restricted.gateway, restricted.dns) == ("", "")
     assert parse_lease("eth0", "#\n#\n", 0.5) is None
+    # Debian 13's ip colours the address on a terminal (the Debian image's console), as seen in a run.
+    coloured = ("2: eth0    inet \x1b[35m10.0.2.15\x1b[0m/24 metric 1024 brd \x1b[35m10.0.2.255 \x1b[0mscope global "
+                "dynamic eth0\n#\ndefault via \x1b[35m10.0.2.2 \x1b[0mdev \x1b[36meth0 \x1b[0mproto dhcp\n#\n")
+    lease = parse_lease("eth0", coloured, 0.5)
+    assert lease is not None and (lease.address, lease.prefix, lease.gateway) == ("10.0.2.15", 24, "10.0.2.2")
 
 
 def test_a_secret_never_reaches_the_transcript_even_split_between_reads(tmp_path: Path) -> None:
