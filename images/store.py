@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import platformdirs
@@ -60,6 +61,18 @@ def inputs_key(inputs: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON form of the inputs."""
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def code_sha256(*modules: ModuleType) -> str:
+    """sha256 of the source of the modules a recipe calls into, for its inputs: the recipe's own file
+    is in them already, and without this a change to a shared writer (a GPT, a FAT) would not rebuild
+    what it wrote."""
+    digest = hashlib.sha256()
+    for module in modules:
+        if module.__file__ is None:
+            raise ValueError(f"{module.__name__} has no source file to hash")
+        digest.update(module.__name__.encode() + b"\0" + Path(module.__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

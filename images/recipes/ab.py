@@ -39,11 +39,13 @@ from arches import ARCHES, KERNEL_OPTIONS
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, busybox_set
+from images.recipes import esp, gpt, stick
+from images.recipes.esp import BIOS_ARCHES, syslinux_files, systemd_boot_files, write_esp
 from images.recipes.gosource import GoRoot, build_on_host, sources_digest, write_guest_sources
 from images.recipes.gpt import ESP_TYPE, LINUX_DATA_TYPE, Partition, mib_layout, write_gpt
 from images.recipes.minimal import UDHCPC_SCRIPT, MinimalImage, build_minimal
-from images.recipes.stick import EPOCH, fat_size_mib, install_syslinux, stick_tools, write_fat
-from images.store import Store, scratch_dir
+from images.recipes.stick import EPOCH, stick_tools
+from images.store import Store, code_sha256, scratch_dir
 from images.tools import host_tool, run_tool
 
 RECIPE_VERSION = 1
@@ -62,8 +64,6 @@ READY = r"BOOTMATRIX-READY ab slot=(?P<slot>[ab]) version=(?P<version>\S+)"
 MODULES = ("dm_verity", "squashfs", "vfat", "nls_cp437", "nls_ascii", "ext4")
 FIRST_MODULES = {"aarch64": ("crc32c_generic",), "riscv64": ("crc32c_generic",)}
 BAD_PATTERNS = (("A/B agent failure", r"ab-agent: failed [^\n]*"),)
-LOADER_CONF = b"timeout 0\neditor no\n"
-BIOS_ARCHES = ("x86_64",)  # syslinux, and so the BIOS path, is x86 only
 HEALTHY = b"#!/bin/sh\nexit 0\n"
 DATA_NOTE = "written when the image was built; every version must keep it"  # /data/note
 UNHEALTHY = b"#!/bin/sh\necho 'health: this version fails its health check on purpose'\nexit 1\n"
@@ -201,8 +201,8 @@ def entry_text(arch: str, generation: int, slot: str, first: Slot) -> bytes:
 
 def syslinux_cfg(arch: str) -> bytes:
     """The BIOS path: syslinux starts the shared kernel and initramfs, which chooses the entry itself."""
-    return (f"SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT ab\nLABEL ab\n  LINUX /ab/linux\n  INITRD /ab/initrd\n"
-            f"  APPEND console={ARCHES[arch].console} {KERNEL_OPTIONS} bootmatrix.select=initramfs\n").encode()
+    return esp.syslinux_cfg("ab", "/ab/linux", "/ab/initrd",
+                            f"console={ARCHES[arch].console} {KERNEL_OPTIONS} bootmatrix.select=initramfs")
 
 
 def layout(esp_mib: int) -> list[Partition]:
@@ -254,28 +254,17 @@ def build_ab_image(store: Store, fetcher: DebianFetcher, arch: str, agent: Path)
     def inputs(sets: Packages) -> dict[str, object]:
         return {"recipe_version": RECIPE_VERSION, "arch": arch, "boot": boot.key, "first": first.sha256,
                 "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]), "recipe": _sha256(Path(__file__)),
-                "slot_mib": SLOT_MIB, "data_mib": DATA_MIB}
+                "code": code_sha256(esp, gpt, stick), "slot_mib": SLOT_MIB, "data_mib": DATA_MIB}
 
     def build(content: Path, debs: Debs) -> None:
-        efi_arch, efi_name = ARCHES[arch].efi_name
         with stick_tools(debs[STICK_TOOLS_SET]) as tools, scratch_dir("ab-disk") as tmp:
-            files: dict[str, bytes | Path] = {
-                f"EFI/BOOT/{efi_name}": tools / f"usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi",
-                "loader/loader.conf": LOADER_CONF,
-                "loader/entries/ab-1.conf": entry_text(arch, 1, "a", first),
-                "ab/linux": boot.kernel, "ab/initrd": boot.initrd,
-            }
-            bios = arch in BIOS_ARCHES
-            if bios:
-                files["syslinux/syslinux.cfg"] = syslinux_cfg(arch)
-                files["syslinux/ldlinux.c32"] = tools / "usr/lib/syslinux/modules/bios/ldlinux.c32"
-            esp_mib = fat_size_mib(files, spare_mib=16)
+            files = systemd_boot_files(arch, tools, {"ab-1.conf": entry_text(arch, 1, "a", first)})
+            files.update({"ab/linux": boot.kernel, "ab/initrd": boot.initrd})
+            if arch in BIOS_ARCHES:
+                files.update(syslinux_files(tools, syslinux_cfg(arch)))
             work = Path(tmp)
-            write_fat(work / "esp.img", files, esp_mib, "ABESP")
-            boot_code = None
-            if bios:
-                install_syslinux(tools, work / "esp.img", f"A/B disk for {arch}: installing syslinux")
-                boot_code = (tools / "usr/lib/syslinux/mbr/gptmbr.bin").read_bytes()
+            esp_mib, boot_code = write_esp(work / "esp.img", arch, tools, files, label="ABESP",
+                                           what=f"A/B disk for {arch}")
             write_data_partition(work / "data.img", arch)
             partitions = layout(esp_mib)
             write_disk(content / "disk.img", arch, partitions,

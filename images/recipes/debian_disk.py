@@ -17,16 +17,16 @@ from pathlib import Path
 from arches import ARCHES, KERNEL_OPTIONS
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET
+from images.recipes import esp, gpt, stick
 from images.recipes.debian import DebianRoot, fixed_uuid
+from images.recipes.esp import BIOS_ARCHES, syslinux_cfg, syslinux_files, systemd_boot_files, write_esp
 from images.recipes.gpt import ESP_TYPE, MIB, mib_layout, write_gpt
-from images.recipes.stick import fat_size_mib, install_syslinux, stick_tools, write_fat
-from images.store import Store, scratch_dir
+from images.recipes.stick import stick_tools
+from images.store import Store, code_sha256, scratch_dir
 
 # The root partition's type: the Discoverable Partitions Specification's root of each arch.
 ROOT_TYPES = {"x86_64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "aarch64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
               "riscv64": "72EC70A6-CF74-40E6-BD49-4BDA08E8F224"}
-BIOS_ARCHES = ("x86_64",)  # syslinux, and so the BIOS path, is x86 only
-LOADER_CONF = b"timeout 0\neditor no\n"
 ENTRY = "debian.conf"
 RECIPE_VERSION = 1
 
@@ -52,20 +52,13 @@ def kernel_options(arch: str) -> str:
 def esp_files(arch: str, root: DebianRoot, tools: Path) -> dict[str, bytes | Path]:
     """systemd-boot and its one entry (UEFI, and U-Boot through its EFI loader), plus syslinux on x86_64
     for SeaBIOS; both start Debian's own kernel and the initrd initramfs-tools made in the root."""
-    efi_arch, efi_name = ARCHES[arch].efi_name
     options = kernel_options(arch)
-    files: dict[str, bytes | Path] = {
-        f"EFI/BOOT/{efi_name}": tools / f"usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi",
-        "loader/loader.conf": LOADER_CONF,
-        f"loader/entries/{ENTRY}": (f"title Debian 13 (bootmatrix)\nversion {root.kernel_release}\n"
-                                    f"linux /debian/linux\ninitrd /debian/initrd\noptions {options}\n").encode(),
-        "debian/linux": root.kernel, "debian/initrd": root.initrd,
-    }
+    entry = (f"title Debian 13 (bootmatrix)\nversion {root.kernel_release}\n"
+             f"linux /debian/linux\ninitrd /debian/initrd\noptions {options}\n").encode()
+    files = systemd_boot_files(arch, tools, {ENTRY: entry})
+    files.update({"debian/linux": root.kernel, "debian/initrd": root.initrd})
     if arch in BIOS_ARCHES:
-        files["syslinux/syslinux.cfg"] = (
-            "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 0\nDEFAULT debian\nLABEL debian\n"
-            f"  LINUX /debian/linux\n  INITRD /debian/initrd\n  APPEND {options}\n").encode()
-        files["syslinux/ldlinux.c32"] = tools / "usr/lib/syslinux/modules/bios/ldlinux.c32"
+        files.update(syslinux_files(tools, syslinux_cfg("debian", "/debian/linux", "/debian/initrd", options)))
     return files
 
 
@@ -76,18 +69,14 @@ def build_debian_disk(store: Store, fetcher: DebianFetcher, root: DebianRoot) ->
 
     def inputs(sets: Packages) -> dict[str, object]:
         return {"recipe_version": RECIPE_VERSION, "arch": arch, "root": root.key,
-                "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]), "recipe": _sha256(Path(__file__))}
+                "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]), "recipe": _sha256(Path(__file__)),
+                "code": code_sha256(esp, gpt, stick)}
 
     def build(content: Path, debs: Debs) -> None:
         with stick_tools(debs[STICK_TOOLS_SET]) as tools, scratch_dir("debian-disk") as tmp:
             work = Path(tmp)
-            files = esp_files(arch, root, tools)
-            esp_mib = fat_size_mib(files, spare_mib=16)
-            write_fat(work / "esp.img", files, esp_mib, "DEBIANESP")
-            boot_code = None
-            if arch in BIOS_ARCHES:
-                install_syslinux(tools, work / "esp.img", f"Debian disk for {arch}: installing syslinux")
-                boot_code = (tools / "usr/lib/syslinux/mbr/gptmbr.bin").read_bytes()
+            esp_mib, boot_code = write_esp(work / "esp.img", arch, tools, esp_files(arch, root, tools),
+                                           label="DEBIANESP", what=f"Debian disk for {arch}")
             root_mib = -(-root.root.stat().st_size // MIB)
             partitions = mib_layout([("esp", esp_mib), ("debian-root", root_mib)])
             write_gpt(content / "disk.img", f"Debian disk for {arch}", fixed_uuid(arch, "disk"), partitions,

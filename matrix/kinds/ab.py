@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from harness.spec import Disk, MachineSpec
 from images.debian.lock import STICK_TOOLS_SET, busybox_set, go_set, kernel_set
-from images.recipes.ab import BAD_PATTERNS, BIOS_ARCHES, READY
+from images.recipes.ab import BAD_PATTERNS, READY
+from images.recipes.esp import BIOS_ARCHES
 from images.recipes.firmware import FirmwareSet
 from matrix.kinds import ImageKind, Readiness, check_own_boot_medium, register
 

@@ -17,7 +17,7 @@ from harness.spec import Disk, MachineSpec
 from harness.timeline import Phase
 from images.debian.lock import STICK_TOOLS_SET, busybox_set, debian_root_set, debian_root_tools_set, kernel_set
 from images.recipes.debian import LOGIN, PASSWORD
-from images.recipes.debian_disk import BIOS_ARCHES
+from images.recipes.esp import BIOS_ARCHES
 from images.recipes.firmware import FirmwareSet
 from matrix.kinds import CheckVerdict, ImageKind, Readiness, RunCheck, check_own_boot_medium, register
 from matrix.userspace import METRICS, Userspace, read_userspace

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from images.store import Store, tree_sha256
+from images.store import Store, code_sha256, tree_sha256
 
 
 def _build_payload(counter: Path) -> Callable[[Path], None]:
@@ -273,3 +273,24 @@ def test_readers_never_fail_while_another_process_prunes_everything(tmp_path: Pa
     pruner.join(60)
     assert out.read_text() == "ok"
     assert gets >= 50 and pruned_after_get < gets
+
+
+def test_a_change_to_a_shared_writer_changes_the_inputs_of_what_calls_it(tmp_path: Path, monkeypatch) -> None:
+    """The A/B and Debian disks put code_sha256(esp, gpt, stick) in their inputs: an edit of any of
+    those modules (here a copy of one, edited) must give another key, and the same code the same key."""
+    import importlib.util
+    import sys
+
+    from images.recipes import esp, gpt
+
+    source = tmp_path / "writer.py"
+    source.write_text(Path(esp.__file__ or "").read_text())
+    spec = importlib.util.spec_from_file_location("writer", source)
+    assert spec is not None and spec.loader is not None
+    writer = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "writer", writer)
+    spec.loader.exec_module(writer)
+    before = code_sha256(writer, gpt)
+    assert before == code_sha256(writer, gpt) != code_sha256(writer)
+    source.write_text(source.read_text() + "# a comment is a change too\n")
+    assert code_sha256(writer, gpt) != before
