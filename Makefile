@@ -29,7 +29,7 @@ test: setup host-tests
 	$(BIN)/mypy
 	TOX=$(BIN)/tox scripts/unit-pythons
 	rm -rf results/allure-results
-	$(BIN)/pytest -n $(JOBS) $(REPORTS)
+	$(BIN)/pytest -n $(JOBS) --durations=15 $(REPORTS)
 	scripts/check-no-qemu-left
 	$(BIN)/bootmatrix verify $(VERIFY_FLAGS) $(VERIFY_SKIP)
 
