@@ -12,7 +12,7 @@ JOBS   ?= auto
 # The images built here must be the bytes of the committed manifest (docs/reproducibility.md); where the
 # user opted out of strict mode, images of re-resolved packages are reported as not comparable.
 VERIFY_FLAGS := $(if $(filter 0,$(BOOTMATRIX_STRICT)),--allow-drift,)
-# The Debian roots of aarch64 and riscv64 take 10-20 minutes each to build under TCG here: make test
+# The Debian roots of aarch64 and riscv64 take 7-11 minutes each to build under TCG here: make test
 # verifies the x86_64 one (which its tests build) and `bootmatrix verify debian` all three.
 VERIFY_SKIP  := --skip 'aarch64-*-debian' --skip 'riscv64-*-debian'
 # Every test run leaves JUnit XML, allure results and a pytest-html page in results/. allure's own

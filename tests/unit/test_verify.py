@@ -75,6 +75,6 @@ def test_skipped_cells_are_never_provisioned(tmp_path: Path) -> None:
                       '[[cell]]\narch = "riscv64"\nfirmware = "edk2"\nmedia = "disk"\nimage = "debian"\n')
     store = RecordingStore(tmp_path / "cache")
     built = build_images(Lab(store), [matrix], (), skip=("aarch64-*-debian", "riscv64-*-debian"))
-    # Neither root was built nor fetched (a Debian root of these arches takes 15-20 minutes under TCG).
+    # Neither root was built nor fetched (a Debian root of these arches takes 7-11 minutes under TCG).
     assert built.images == {} and built.errors == {}
     assert not (tmp_path / "cache" / "debs").exists() or not any((tmp_path / "cache" / "debs").iterdir())

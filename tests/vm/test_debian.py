@@ -2,8 +2,8 @@
 built rootless with every maintainer script run in a VM of its arch (images/recipes/debian.py).
 
 Each test gets a logged-in guest restored from the cell's snapshot (one cold boot per cell and NIC
-shape, then a restore of a fraction of a second); every test uses the same NIC, so one snapshot serves
-them all. A Debian root takes 5 (x86_64) to 20 minutes (riscv64) to build under TCG, so by default
+shape, then a restore of about two seconds); every test uses the same NIC, so one snapshot serves
+them all. A Debian root takes 6 (x86_64) to 11 minutes (aarch64) to build under TCG, so by default
 these tests run on x86_64 with OVMF; BOOTMATRIX_DEBIAN_CELLS=all runs them on all six cells
 (docs/debian.md), as `bootmatrix run matrix/debian.toml` boots them.
 """
