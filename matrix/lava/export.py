@@ -39,6 +39,11 @@ SHELL_PROMPT = "bootmatrix# "
 TEST_PROMPT = "bm-lava# "
 SET_TEST_PROMPT = "export PS1='bm-lava''# '"
 FAILURES = ["Kernel panic", "Oops", "segfault", "command not found"]
+# The lease on every kind: the image's own DHCP command (busybox udhcpc prints "lease of", systemd-
+# networkd-wait-online prints nothing), then the address read back. Through cat, so that the output is
+# not a terminal and Debian 13's ip puts no colour escapes between "inet" and the address.
+LEASE_READBACK = "ip -o -4 addr show dev {interface} | cat"
+LEASE_PATTERN = r"inet [0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/"
 # The qemu device type's NIC is `-net nic,model=virtio -net user`; QEMU (10.0.13 measured) creates no NIC
 # from it on riscv64 virt ("requested NIC ... was not created (not supported by this machine?)"), so
 # the guest has no eth0. Jobs of these arches bring their own, on a netdev of their own.
@@ -108,6 +113,11 @@ def publish(path: Path, artifacts: Path) -> tuple[str, str]:
     return f"{sha256}/{path.name}", sha256
 
 
+def lease_command(dhcp_command: str, interface: str) -> str:
+    """The dhcp-lease step's command: the image's DHCP command, then its address (LEASE_PATTERN)."""
+    return f"{dhcp_command.format(interface=interface)} && {LEASE_READBACK.format(interface=interface)}"
+
+
 def test_actions(lab: Lab, cell: Cell, budget: float) -> list[dict[str, Any]]:
     readiness = lab.readiness(cell)
     if not readiness.shell:
@@ -115,7 +125,7 @@ def test_actions(lab: Lab, cell: Cell, budget: float) -> list[dict[str, Any]]:
         return [{"test": {"timeout": {"seconds": int(budget)}, "monitors": [
             {"name": "ready", "start": "", "end": readiness.marker, "pattern": readiness.marker}]}}]
     failures = [{"message": m} for m in [*FAILURES, *readiness.bad_patterns.values()]]
-    dhcp = readiness.dhcp_command.format(interface="eth0")
+    dhcp = lease_command(readiness.dhcp_command, "eth0")
 
     def step(name: str, command: str, success: str) -> dict[str, Any]:
         return {"name": name, "command": command, "successes": [{"message": success}], "failures": failures}
@@ -124,7 +134,7 @@ def test_actions(lab: Lab, cell: Cell, budget: float) -> list[dict[str, Any]]:
         {"name": "prompt", "command": SET_TEST_PROMPT},
         step("shell-computes", "echo $((6*7))", "42"),
         step("uname", "uname -m", ARCHES[cell.arch].name),
-        step("dhcp-lease", dhcp, "lease of"),
+        step("dhcp-lease", dhcp, LEASE_PATTERN),
     ]
     return [{"test": {"timeout": {"minutes": 3}, "interactive": [
         {"name": "bootmatrix-checks", "prompts": [TEST_PROMPT, SHELL_PROMPT], "script": steps}]}}]

@@ -199,3 +199,24 @@ def test_lava_closing_the_console_never_needs_a_sigkill_and_qemu_still_ends(tmp_
     while not (stand_in.parent / "ended").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (stand_in.parent / "ended").read_text() == "clean"
+
+
+@pytest.mark.parametrize("dhcp_command, output", [
+    ("udhcpc -i {interface} -n -q -t 5 -T 2",  # busybox: our images
+     "udhcpc: lease of 10.0.2.15 obtained from 10.0.2.2, lease time 86400\n"
+     "2: eth0    inet 10.0.2.15/24 scope global eth0\\       valid_lft forever preferred_lft forever\n"),
+    ("/usr/lib/systemd/systemd-networkd-wait-online --interface={interface} --ipv4 --timeout=60",  # Debian
+     "2: eth0    inet 10.0.2.15/24 metric 1024 brd 10.0.2.255 scope global dynamic eth0\\       valid_lft 86395sec\n"),
+])
+def test_the_lease_step_succeeds_on_the_address_whatever_the_dhcp_client_prints(dhcp_command: str,
+                                                                                 output: str) -> None:
+    """LAVA fails a step whose prompt comes before a success: networkd's wait-online prints nothing, so
+    the step's success is the address read back, which the echo of the command must not match."""
+    import re
+
+    from matrix.lava.export import LEASE_PATTERN, lease_command
+
+    command = lease_command(dhcp_command, "eth0")
+    assert command.startswith(dhcp_command.format(interface="eth0") + " && ip -o -4 addr show dev eth0")
+    assert re.search(LEASE_PATTERN, output)
+    assert not re.search(LEASE_PATTERN, command + "\n")
