@@ -42,7 +42,7 @@ FAILURES = ["Kernel panic", "Oops", "segfault", "command not found"]
 # The lease on every kind: the image's own DHCP command (busybox udhcpc prints "lease of", systemd-
 # networkd-wait-online prints nothing), then the address read back. Through cat, so that the output is
 # not a terminal and Debian 13's ip puts no colour escapes between "inet" and the address.
-LEASE_READBACK = "ip -o -4 addr show dev {interface} | cat"
+ADDRESS_READBACK = "ip -o -4 addr show dev {interface} | cat"
 LEASE_PATTERN = r"inet [0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/"
 # The qemu device type's NIC is `-net nic,model=virtio -net user`; QEMU (10.0.13 measured) creates no NIC
 # from it on riscv64 virt ("requested NIC ... was not created (not supported by this machine?)"), so
@@ -115,7 +115,7 @@ def publish(path: Path, artifacts: Path) -> tuple[str, str]:
 
 def lease_command(dhcp_command: str, interface: str) -> str:
     """The dhcp-lease step's command: the image's DHCP command, then its address (LEASE_PATTERN)."""
-    return f"{dhcp_command.format(interface=interface)} && {LEASE_READBACK.format(interface=interface)}"
+    return f"{dhcp_command.format(interface=interface)} && {ADDRESS_READBACK.format(interface=interface)}"
 
 
 def test_actions(lab: Lab, cell: Cell, budget: float) -> list[dict[str, Any]]:
