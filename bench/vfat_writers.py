@@ -1,5 +1,5 @@
 """Writing files into a FAT image: pyfatfs (pure Python, the design card's choice) against mkfs.vfat +
-mtools (what images/recipes/stick.py uses), measured side by side in one run on the same workloads.
+mtools (what images/recipes/fat.py uses), measured side by side in one run on the same workloads.
 
     .venv/bin/python bench/vfat_writers.py [--small 300] [--stick]
 

@@ -39,12 +39,13 @@ from arches import ARCHES, KERNEL_OPTIONS
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET, busybox_set
-from images.recipes import esp, gpt, stick
+from images.recipes import esp, fat, gpt, stick
 from images.recipes.esp import BIOS_ARCHES, syslinux_files, systemd_boot_files, write_esp
+from images.recipes.fat import EPOCH
 from images.recipes.gosource import GoRoot, build_on_host, sources_digest, write_guest_sources
 from images.recipes.gpt import ESP_TYPE, LINUX_DATA_TYPE, Partition, mib_layout, write_gpt
 from images.recipes.minimal import UDHCPC_SCRIPT, MinimalImage, build_minimal
-from images.recipes.stick import EPOCH, stick_tools
+from images.recipes.stick import stick_tools
 from images.store import Store, code_sha256, scratch_dir
 from images.tools import host_tool, run_tool
 
@@ -254,7 +255,7 @@ def build_ab_image(store: Store, fetcher: DebianFetcher, arch: str, agent: Path)
     def inputs(sets: Packages) -> dict[str, object]:
         return {"recipe_version": RECIPE_VERSION, "arch": arch, "boot": boot.key, "first": first.sha256,
                 "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]), "recipe": _sha256(Path(__file__)),
-                "code": code_sha256(esp, gpt, stick), "slot_mib": SLOT_MIB, "data_mib": DATA_MIB}
+                "code": code_sha256(esp, fat, gpt, stick), "slot_mib": SLOT_MIB, "data_mib": DATA_MIB}
 
     def build(content: Path, debs: Debs) -> None:
         with stick_tools(debs[STICK_TOOLS_SET]) as tools, scratch_dir("ab-disk") as tmp:

@@ -17,7 +17,7 @@ from pathlib import Path
 from arches import ARCHES, KERNEL_OPTIONS
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import STICK_TOOLS_SET
-from images.recipes import esp, gpt, stick
+from images.recipes import esp, fat, gpt, stick
 from images.recipes.debian import DebianRoot, fixed_uuid
 from images.recipes.esp import BIOS_ARCHES, syslinux_cfg, syslinux_files, systemd_boot_files, write_esp
 from images.recipes.gpt import ESP_TYPE, MIB, mib_layout, write_gpt
@@ -70,7 +70,7 @@ def build_debian_disk(store: Store, fetcher: DebianFetcher, root: DebianRoot) ->
     def inputs(sets: Packages) -> dict[str, object]:
         return {"recipe_version": RECIPE_VERSION, "arch": arch, "root": root.key,
                 "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]), "recipe": _sha256(Path(__file__)),
-                "code": code_sha256(esp, gpt, stick)}
+                "code": code_sha256(esp, fat, gpt, stick)}
 
     def build(content: Path, debs: Debs) -> None:
         with stick_tools(debs[STICK_TOOLS_SET]) as tools, scratch_dir("debian-disk") as tmp:

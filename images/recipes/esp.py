@@ -1,7 +1,8 @@
 """The EFI system partition of the A/B and the Debian disks: systemd-boot and its entries for UEFI (and
 U-Boot through its EFI loader), and on x86_64 syslinux for SeaBIOS, which the protective MBR's
-gptmbr.bin starts. One writer, so that both disks boot the same way and a fix reaches both; the disks'
-recipes hash this module into their inputs (images.store.code_sha256), so a change here rebuilds them.
+gptmbr.bin starts. One writer of the loaders' files, so that both disks and the boot sticks boot the
+same way and a fix reaches all of them; their recipes hash this module into their inputs
+(images.store.code_sha256), so a change here rebuilds them. The FAT itself is images/recipes/fat.py's.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from arches import ARCHES
-from images.recipes.stick import fat_size_mib, install_syslinux, write_fat
+from images.recipes.fat import fat_size_mib, install_syslinux, write_fat
 
 BIOS_ARCHES = ("x86_64",)  # syslinux, and so the BIOS path, is x86 only
 LOADER_CONF = b"timeout 0\neditor no\n"  # the default entry at once; no editing the command line
 SPARE_MIB = 16  # free room in the FAT beyond its files
 
 
-def systemd_boot_files(arch: str, tools: Path, entries: dict[str, bytes]) -> dict[str, bytes | Path]:
+def systemd_boot_files(arch: str, tools: Path, entries: dict[str, bytes],
+                       loader_conf: bytes = LOADER_CONF) -> dict[str, bytes | Path]:
     """systemd-boot as the removable-media loader of `arch` (no NVRAM entry needed), loader.conf and
     the boot entries (file name to text) under loader/entries/."""
     efi_arch, efi_name = ARCHES[arch].efi_name
     files: dict[str, bytes | Path] = {
         f"EFI/BOOT/{efi_name}": tools / f"usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi",
-        "loader/loader.conf": LOADER_CONF,
+        "loader/loader.conf": loader_conf,
     }
     files.update({f"loader/entries/{name}": text for name, text in entries.items()})
     return files

@@ -46,10 +46,11 @@ from arches import BY_DEBIAN, host_debian_arch
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import GO_SRC_SET, GO_VERSION, GUEST_DEBIAN_ARCH, STICK_TOOLS_SET, go_set, shell_set
-from images.recipes import stick as stick_module
+from images.recipes import esp, fat, stick
+from images.recipes.fat import EPOCH, file_size
 from images.recipes.minimal import MinimalImage, build_minimal
-from images.recipes.stick import file_size, stick_files, stick_tools, write_stick
-from images.store import Store, scratch_dir
+from images.recipes.stick import stick_files, stick_tools, write_stick
+from images.store import Store, code_sha256, scratch_dir
 from images.tools import run_tool
 
 RECIPE_VERSION = 4
@@ -148,7 +149,7 @@ def stamp_sources(src: Path) -> None:
     "module index", kept in the build cache) is keyed on each file's name, size and mtime, so the index
     built on the host is only found by the guest when the times agree."""
     for path in src.rglob("*"):
-        os.utime(path, (stick_module.EPOCH, stick_module.EPOCH), follow_symlinks=False)
+        os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
 
 
 def in_go_root(content: Path, goarch: str, *args: str, wd: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -367,7 +368,7 @@ def build_gosource_image(
             "shell": {arch: [p.sha256 for p in sets[name]] for arch, name in shells.items()},
             "tools": sorted(p.sha256 for p in sets[STICK_TOOLS_SET]),
             "sources": sources_digest(),
-            "recipes": [hashlib.sha256(Path(m).read_bytes()).hexdigest() for m in (__file__, stick_module.__file__)],
+            "recipes": [hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), code_sha256(stick, fat, esp)],
         }
 
     def build(content: Path, debs: Debs) -> None:

@@ -32,9 +32,9 @@ from images.cpio import CpioArchive
 from images.debian.extract import extract_deb
 from images.debian.fetch import DebianFetcher, Debs, Packages, built_from
 from images.debian.lock import ISO_TOOLS_SET, STICK_TOOLS_SET, kernel_set
+from images.recipes.fat import EPOCH
 from images.recipes.gosource import GoRoot, build_on_host, sources_digest, write_guest_sources
 from images.recipes.minimal import MinimalImage, extract_kernel_files, module_order
-from images.recipes.stick import EPOCH
 from images.store import Store, scratch_dir
 from images.tools import host_tool, run_tool
 from images.uki import build_uki

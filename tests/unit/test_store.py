@@ -276,7 +276,7 @@ def test_readers_never_fail_while_another_process_prunes_everything(tmp_path: Pa
 
 
 def test_a_change_to_a_shared_writer_changes_the_inputs_of_what_calls_it(tmp_path: Path, monkeypatch) -> None:
-    """The A/B and Debian disks put code_sha256(esp, gpt, stick) in their inputs: an edit of any of
+    """The A/B and Debian disks put code_sha256(esp, fat, gpt, stick) in their inputs: an edit of any of
     those modules (here a copy of one, edited) must give another key, and the same code the same key."""
     import importlib.util
     import sys
