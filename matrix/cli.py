@@ -532,15 +532,33 @@ def lock_hash() -> str:
     return digest.hexdigest()
 
 
+def _locked_sets(suite: str) -> list[str]:
+    """The set names in `suite`'s lock file as it is (a user's own sets too), or none if it is unreadable."""
+    try:
+        return list(Lockfile.load(lock_path(suite)).sets)
+    except LockError:
+        return []
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     """Re-resolve the lock files (or, with --check, report their drift and write nothing)."""
     if args.hash:
         print(lock_hash())
         return 0
+    suites = args.suite or ([DEFAULT_SUITE] if args.add else list(FIRMWARE_SUITES))
+    if args.set:
+        # `--set NAME` re-resolves NAME in the suites that have it (firmware is in both, the rest in
+        # trixie only), and an unknown name is refused before any lock file is written.
+        known = {suite: set(set_resolvers(suite)) | set(_locked_sets(suite)) for suite in suites}
+        unknown = sorted(set(args.set) - set().union(*known.values()))
+        if unknown:
+            raise LockError(f"--set {unknown[0]}: no such package set in "
+                            + " or ".join(lock_path(suite).name for suite in suites))
+        suites = [suite for suite in suites if known[suite] & set(args.set)]
     store = Store()
     mirror = find_mirror()
     worst = 0
-    for suite in args.suite or ([DEFAULT_SUITE] if args.add else FIRMWARE_SUITES):
+    for suite in suites:
         path = lock_path(suite)
         index = Indexes(store.root / "apt", mirror, suite)
         try:
@@ -564,9 +582,6 @@ def cmd_lock(args: argparse.Namespace) -> int:
             previous.write()
             out.print(f"wrote {path}")
             continue
-        unknown = sorted(set(args.set) - set(set_resolvers(suite)) - set(previous.sets if previous else ()))
-        if unknown:
-            raise LockError(f"--set {unknown[0]}: no such package set in {path.name}")
         resolution = resolve_lock(index, path, previous, frozenset(args.set) if args.set else None)
         for name, why in resolution.kept.items():
             out.print(f"[yellow]kept the locked {name} as it was: {why}[/]")

@@ -69,3 +69,14 @@ def test_shipped_matrices_are_named_and_listed(tmp_path: Path, monkeypatch: pyte
     assert "x86_64-seabios-direct" in capsys.readouterr().out
     assert main(["list", "./nope"]) == 2
     assert "nope: no such matrix file" in capsys.readouterr().out
+
+
+def test_lock_set_refuses_an_unknown_set_before_writing_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    """A set that no suite has is named in one line, and neither lock file is touched (the set is checked
+    before the mirror is even looked up)."""
+    locks = [Path(__file__).parents[2] / "images/debian" / f"{suite}.lock.json" for suite in ("trixie", "bookworm")]
+    before = [lock.read_bytes() for lock in locks]
+    assert main(["lock", "--set", "no-such-set"]) != 0
+    said = capsys.readouterr()
+    assert "--set no-such-set: no such package set in trixie.lock.json or bookworm.lock.json" in said.out + said.err
+    assert [lock.read_bytes() for lock in locks] == before
