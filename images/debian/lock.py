@@ -111,6 +111,16 @@ def qemu_set(host_arch: str | None = None) -> str:
     return f"qemu-host-{host_arch or host_debian_arch()}"
 
 
+# Debian 13's systemd-repart with the mkfs tools it runs, for the host: no image uses them;
+# bench/repart_disk.py measures them against our own disk writer (docs/debian.md). The host's own
+# systemd-repart (252, Debian 12) has no --offline and needs loop devices, so root.
+REPART_PACKAGES = ("systemd-repart", "e2fsprogs", "dosfstools", "mtools")
+
+
+def repart_set(host_arch: str | None = None) -> str:
+    return f"repart-host-{host_arch or host_debian_arch()}"
+
+
 @dataclass
 class Lockfile:
     suite: str
@@ -229,10 +239,14 @@ def _named(names: tuple[str, ...], arch: str) -> SetResolver:
     return lambda index: index.locked(index.candidates(list(names), arch))
 
 
-def _qemu(index: Indexes) -> list[LockedPackage]:
-    host = index.host
-    closure = index.apt(host).closure([f"{p}:{host}" for p in QEMU_PACKAGES])
-    return index.locked(sorted(closure, key=lambda r: (r.name, r.arch)))
+def _host_closure(packages: tuple[str, ...]) -> SetResolver:
+    """The host arch's closure of `packages` into an empty root: a prefix with its own C library."""
+    def resolve(index: Indexes) -> list[LockedPackage]:
+        host = index.host
+        closure = index.apt(host).closure([f"{p}:{host}" for p in packages])
+        return index.locked(sorted(closure, key=lambda r: (r.name, r.arch)))
+
+    return resolve
 
 
 def _firmware(index: Indexes) -> list[LockedPackage]:
@@ -269,7 +283,8 @@ def set_resolvers(suite: str) -> dict[str, SetResolver]:
         resolvers[shell_set(guest_arch)] = _named(SHELL_PACKAGES, deb_arch)
         resolvers[debian_root_set(guest_arch)] = _debian_root(guest_arch)
         resolvers[debian_root_tools_set(guest_arch)] = _debian_root(guest_arch, tools=True)
-    resolvers[qemu_set()] = _qemu
+    resolvers[qemu_set()] = _host_closure(tuple(QEMU_PACKAGES))
+    resolvers[repart_set()] = _host_closure(REPART_PACKAGES)
     resolvers[FIRMWARE_SET] = _firmware
     resolvers[STICK_TOOLS_SET] = _stick_tools
     resolvers[ISO_TOOLS_SET] = _iso_tools
