@@ -122,13 +122,13 @@ def give_away(path: Path) -> None:
 def repart_argv(repart: str, defs: Path, arch: str, target: Path) -> list[str]:
     return [*unprivileged(), repart, "--offline=yes", "--empty=create", "--size=auto", f"--definitions={defs}",
             f"--seed={fixed_uuid(arch, 'disk')}", f"--architecture={SYSTEMD_ARCH[arch]}", "--sector-size=512",
-            "--dry-run=no",
-            str(target)]
+            "--dry-run=no", str(target)]
 
 
 def repart_env(bin_dir: Path, arch: str) -> dict[str, str]:
-    """Times from SOURCE_DATE_EPOCH (mkfs.fat, mtools, mke2fs) and ext4's hash seed fixed: repart 257
-    passes mke2fs none, so without it the root's superblock differs from run to run."""
+    """Times from SOURCE_DATE_EPOCH (mkfs.fat, mtools, mke2fs), and ext4's hash seed fixed for when
+    repart formats an ext4 itself (not here, where the root is copied block for block): repart 257
+    passes mke2fs none, so such a superblock differs from run to run."""
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "SOURCE_DATE_EPOCH": str(EPOCH),
             "TZ": "UTC", "SYSTEMD_REPART_MKFS_OPTIONS_EXT4": f"-E hash_seed={fixed_uuid(arch, 'ext4-hash')}"}
 
